@@ -1,0 +1,72 @@
+"""Every audit action, one enum of stable dotted names.  Never rename a value: old events keep it."""
+
+from django.db import models
+
+
+class Action(models.TextChoices):
+    ORGANIZATION_CREATED = "organization.created"
+    ORGANIZATION_UPDATED = "organization.updated"
+
+    USER_CREATED = "user.created"
+    USER_UPDATED = "user.updated"
+    USER_ROLE_CHANGED = "user.role_changed"
+    USER_DEACTIVATED = "user.deactivated"
+
+    AGENT_CREATED = "agent.created"
+    AGENT_UPDATED = "agent.updated"
+    AGENT_ACTIVATED = "agent.activated"
+    AGENT_SUSPENDED = "agent.suspended"
+    AGENT_REACTIVATED = "agent.reactivated"
+    AGENT_RETIRED = "agent.retired"
+    AGENT_CEILING_CHANGED = "agent.ceiling_changed"
+    AGENT_KEYS_CHANGED = "agent.keys_changed"
+
+    TOOL_SERVER_CREATED = "tool_server.created"
+    TOOL_SERVER_UPDATED = "tool_server.updated"
+
+    CAPABILITY_CREATED = "capability.created"
+    CAPABILITY_UPDATED = "capability.updated"
+
+    GRANT_CREATED = "grant.created"
+    GRANT_RENEWED = "grant.renewed"
+    GRANT_REVOKED = "grant.revoked"
+
+    POLICY_APPLIED = "policy.applied"
+    POLICY_REFUSED = "policy.refused"
+
+    TOKEN_ISSUED = "token.issued"
+    TOKEN_REFRESHED = "token.refreshed"
+    TOKEN_REFUSED = "token.refused"
+    TOKEN_REVOKED = "token.revoked"
+    TOKEN_EXCHANGED = "token.exchanged"
+    TOKEN_REUSE_DETECTED = "token.reuse_detected"
+    TOKEN_INTROSPECTED = "token.introspected"
+    ELEVATION_ATTEMPTED = "elevation.attempted"
+    CLIENT_REGISTERED = "client.registered"
+    CONSENT_GIVEN = "consent.given"
+    CONSENT_DENIED = "consent.denied"
+    DPOP_PROOF_REFUSED = "dpop.proof_refused"
+    STEP_UP_REQUIRED = "step_up.required"
+    STEP_UP_COMPLETED = "step_up.completed"
+
+    DECISION_ALLOWED = "decision.allowed"
+    DECISION_DENIED = "decision.denied"
+
+    APPROVAL_REQUESTED = "approval.requested"
+    APPROVAL_DECIDED = "approval.decided"
+    APPROVAL_EXPIRED = "approval.expired"
+
+
+
+class Result(models.TextChoices):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    DENIED = "denied"
+
+
+class ActorType(models.TextChoices):
+    USER = "user"
+    AGENT = "agent"
+    TOOL_SERVER = "tool_server"
+    SYSTEM = "system"
+    ANONYMOUS = "anonymous"
