@@ -1,0 +1,55 @@
+"""Agents' public keys: a JWK Set parsed and checked with jwcrypto, never a private key."""
+
+from __future__ import annotations
+
+import json
+
+from jwcrypto import jwk
+
+from governance.errors import InvalidInput
+
+ALLOWED_KTY = {"EC", "OKP", "RSA"}
+MAX_KEYS = 10
+
+
+def validate_public_jwks(value) -> dict:
+    """Return the JWK Set as a dict of public keys only; refuse private, symmetric or malformed keys."""
+    if value in (None, "", {}):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise InvalidInput("The JWKS is not valid JSON.", errors={"jwks": ["not valid JSON"]}) from None
+    if not isinstance(value, dict) or not isinstance(value.get("keys"), list):
+        raise InvalidInput("The JWKS must be an object with a \"keys\" list.", errors={"jwks": ["no keys list"]})
+    if len(value["keys"]) > MAX_KEYS:
+        raise InvalidInput(f"A JWKS may hold at most {MAX_KEYS} keys.", errors={"jwks": ["too many keys"]})
+    public_keys, kids = [], set()
+    for index, member in enumerate(value["keys"]):
+        where = f"keys[{index}]"
+        if not isinstance(member, dict):
+            raise InvalidInput(f"{where} is not a JSON object.", errors={"jwks": [f"{where}: not an object"]})
+        try:
+            key = jwk.JWK(**member)
+        except Exception:  # jwcrypto raises several types for malformed keys
+            raise InvalidInput(f"{where} is not a valid JWK.", errors={"jwks": [f"{where}: invalid"]}) from None
+        if member.get("kty") not in ALLOWED_KTY:
+            raise InvalidInput(
+                f"{where} must be an EC, OKP or RSA key.", errors={"jwks": [f"{where}: unsupported kty"]}
+            )
+        if key.has_private:
+            raise InvalidInput(
+                f"{where} contains private key material; register public keys only.",
+                errors={"jwks": [f"{where}: private key"]},
+            )
+        exported = json.loads(key.export_public())
+        for optional in ("kid", "use", "alg"):
+            if optional in member:
+                exported[optional] = member[optional]
+        kid = exported.get("kid") or key.thumbprint()
+        if kid in kids:
+            raise InvalidInput(f"{where} repeats the key id {kid!r}.", errors={"jwks": [f"{where}: duplicate kid"]})
+        kids.add(kid)
+        public_keys.append(exported)
+    return {"keys": public_keys}

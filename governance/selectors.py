@@ -1,0 +1,34 @@
+"""Reads, already restricted to what the viewer may see."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from governance.models import Agent, Capability, Grant, User
+
+
+def _org_filter(viewer: User) -> dict:
+    return {} if viewer.is_superuser else {"organization_id": viewer.organization_id}
+
+
+def agents_visible_to(viewer: User) -> QuerySet[Agent]:
+    return Agent.objects.filter(**_org_filter(viewer)).select_related("organization", "owner", "application")
+
+
+def grants_visible_to(viewer: User) -> QuerySet[Grant]:
+    return Grant.objects.filter(**_org_filter(viewer)).select_related(
+        "agent", "user", "capability__tool_server", "granted_by", "revoked_by"
+    )
+
+
+def active_grants(*, agent: Agent, user: User | None, audience: str | None = None, at=None) -> QuerySet[Grant]:
+    """Grants that cover a token for this agent (and user) right now, optionally on one audience."""
+    grants = Grant.objects.active(at=at or timezone.now()).filter(agent=agent, user=user)
+    if audience is not None:
+        grants = grants.filter(capability__tool_server__audience=audience)
+    return grants.select_related("capability__tool_server")
+
+
+def capabilities_for_audience(audience: str) -> QuerySet[Capability]:
+    return Capability.objects.filter(tool_server__audience=audience).select_related("tool_server")

@@ -1,0 +1,47 @@
+"""State changes.  Each is one function, one transaction, one audit event (see docs/architecture.md)."""
+
+from governance.services.agents import (
+    agent_activate,
+    agent_create,
+    agent_reactivate,
+    agent_retire,
+    agent_set_ceiling,
+    agent_suspend,
+    agent_update,
+)
+from governance.services.grants import grant_create, grant_renew, grant_revoke
+from governance.services.organizations import (
+    organization_create,
+    organization_update,
+    user_create,
+    user_deactivate,
+    user_update,
+)
+from governance.services.tool_servers import (
+    capability_create,
+    capability_update,
+    tool_server_create,
+    tool_server_update,
+)
+
+__all__ = [
+    "agent_activate",
+    "agent_create",
+    "agent_reactivate",
+    "agent_retire",
+    "agent_set_ceiling",
+    "agent_suspend",
+    "agent_update",
+    "capability_create",
+    "capability_update",
+    "grant_create",
+    "grant_renew",
+    "grant_revoke",
+    "organization_create",
+    "organization_update",
+    "tool_server_create",
+    "tool_server_update",
+    "user_create",
+    "user_deactivate",
+    "user_update",
+]

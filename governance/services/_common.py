@@ -1,0 +1,63 @@
+"""Helpers shared by the services: who may act, input validation, recording changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models
+
+from audit.actions import ActorType
+from audit.services import Actor
+from governance.errors import Conflict, InvalidInput, NotPermitted
+from governance.models import Organization, Role, User
+
+Principal = User | Actor
+
+
+def ensure_can_manage(actor: Principal, organization: Organization | None) -> None:
+    """Admins manage their own organization; superusers and system actors (CLI, tasks) manage all."""
+    if isinstance(actor, Actor):
+        if actor.type == ActorType.SYSTEM:
+            return
+        raise NotPermitted("Only people and system jobs can change governance data.")
+    if not isinstance(actor, User) or not actor.is_active:
+        raise NotPermitted("You are not allowed to make this change.")
+    if actor.is_superuser:
+        return
+    if actor.role == Role.ADMIN and organization is not None and actor.organization_id == organization.pk:
+        return
+    raise NotPermitted("You are not allowed to make this change.")
+
+
+def validate(instance: models.Model, *, exclude: list[str] | None = None) -> None:
+    try:
+        instance.full_clean(exclude=exclude, validate_unique=True, validate_constraints=True)
+    except ValidationError as exc:
+        errors = {field: [str(m) for m in messages] for field, messages in exc.message_dict.items()}
+        first = next(iter(errors.items()))
+        raise InvalidInput(f"{first[0]}: {first[1][0]}", errors=errors) from None
+
+
+def integrity(exc: IntegrityError) -> Conflict:
+    """A database rule refused the change: say which, without leaking SQL."""
+    text = str(exc).splitlines()[0] if str(exc) else "a database rule refused the change"
+    return Conflict(text)
+
+
+def apply_changes(instance: models.Model, changes: dict[str, Any], *, allowed: set[str]) -> dict[str, list]:
+    """Set the allowed fields that differ; return {field: [old, new]} for the audit event."""
+    unknown = set(changes) - allowed
+    if unknown:
+        raise InvalidInput(f"These fields cannot be changed here: {', '.join(sorted(unknown))}.")
+    diff: dict[str, list] = {}
+    for field, new in changes.items():
+        old = getattr(instance, field)
+        if isinstance(old, models.Model) or isinstance(new, models.Model):
+            if getattr(old, "pk", None) != getattr(new, "pk", None):
+                diff[field] = [str(old) if old else None, str(new) if new else None]
+                setattr(instance, field, new)
+        elif old != new:
+            diff[field] = [old, new]
+            setattr(instance, field, new)
+    return diff

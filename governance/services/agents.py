@@ -1,0 +1,217 @@
+"""Agents: identity, keys, ceiling and the lifecycle (activate, suspend, reactivate, retire)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from oauth2_provider.models import get_application_model
+
+from audit import services as audit
+from audit.actions import Action
+from governance.errors import Conflict, InvalidInput, InvalidState
+from governance.keys import validate_public_jwks
+from governance.models import Agent, Capability, Grant, Organization, User
+from governance.models.agents import AgentKind, AgentStatus
+from governance.services._common import Principal, apply_changes, ensure_can_manage, integrity, validate
+from governance.services.tokens import revoke_application_tokens
+
+
+def _check_ceiling(organization: Organization, capabilities: Iterable[Capability]) -> list[Capability]:
+    capabilities = list(capabilities)
+    foreign = [c.key for c in capabilities if c.tool_server.organization_id != organization.pk]
+    if foreign:
+        raise InvalidInput(
+            f"The ceiling may only hold this organization's capabilities, not {', '.join(sorted(foreign))}.",
+            errors={"ceiling": ["capability of another organization"]},
+        )
+    return capabilities
+
+
+def _new_application(*, name: str, kind: str, owner: User, redirect_uris: str):
+    Application = get_application_model()
+    grant_type = (
+        Application.GRANT_AUTHORIZATION_CODE if kind == AgentKind.INTERACTIVE else Application.GRANT_CLIENT_CREDENTIALS
+    )
+    # The generated secret is hashed and shown to nobody: agents authenticate with private_key_jwt.
+    return Application.objects.create(
+        name=name[:255],
+        user=owner,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=grant_type,
+        redirect_uris=redirect_uris,
+        skip_authorization=False,
+    )
+
+
+def agent_create(
+    *,
+    actor: Principal,
+    organization: Organization,
+    name: str,
+    kind: str,
+    owner: User,
+    description: str = "",
+    jwks: dict | str | None = None,
+    jwks_uri: str = "",
+    ceiling: Iterable[Capability] = (),
+    redirect_uris: Iterable[str] = (),
+    status: str = AgentStatus.ACTIVE,
+) -> Agent:
+    ensure_can_manage(actor, organization)
+    if kind not in AgentKind.values:
+        raise InvalidInput(f"Unknown agent kind {kind!r}; use interactive or background.")
+    if status not in (AgentStatus.ACTIVE, AgentStatus.PENDING):
+        raise InvalidInput("A new agent starts active or pending.")
+    if owner.organization_id != organization.pk:
+        raise InvalidInput("The owner must belong to the agent's organization.", errors={"owner": ["other org"]})
+    redirect_uris = list(redirect_uris)
+    if kind == AgentKind.BACKGROUND and redirect_uris:
+        raise InvalidInput("A background agent has no redirect URIs; it uses client credentials.")
+    capabilities = _check_ceiling(organization, ceiling)
+    agent = Agent(
+        organization=organization, name=name, kind=kind, owner=owner, description=description,
+        jwks=validate_public_jwks(jwks), jwks_uri=jwks_uri, status=status,
+    )
+    validate(agent, exclude=["application"])
+    with transaction.atomic():
+        agent.application = _new_application(
+            name=name, kind=kind, owner=owner, redirect_uris=" ".join(redirect_uris)
+        )
+        agent.save()
+        agent.ceiling.set(capabilities)
+        audit.record(
+            action=Action.AGENT_CREATED, actor=actor, organization=organization, agent=agent, target=agent,
+            capabilities=[c.key for c in capabilities],
+            parameters={
+                "name": name, "kind": kind, "status": status, "owner": owner.username,
+                "client_id": agent.application.client_id, "key_ids": _key_ids(agent.jwks),
+                "jwks_uri": jwks_uri, "redirect_uris": redirect_uris,
+            },
+        )
+    return agent
+
+
+def _key_ids(jwks: dict) -> list[str]:
+    return [key.get("kid", "?") for key in jwks.get("keys", [])]
+
+
+def agent_update(*, actor: Principal, agent: Agent, **changes) -> Agent:
+    """Change an agent's name, description, owner, keys or redirect URIs."""
+    ensure_can_manage(actor, agent.organization)
+    redirect_uris = changes.pop("redirect_uris", None)
+    if "jwks" in changes:
+        changes["jwks"] = validate_public_jwks(changes["jwks"])
+    if "owner" in changes and changes["owner"].organization_id != agent.organization_id:
+        raise InvalidInput("The owner must belong to the agent's organization.", errors={"owner": ["other org"]})
+    diff = apply_changes(agent, changes, allowed={"name", "description", "owner", "jwks", "jwks_uri"})
+    application = agent.application
+    if redirect_uris is not None and application is not None:
+        joined = " ".join(redirect_uris)
+        if agent.kind == AgentKind.BACKGROUND and joined:
+            raise InvalidInput("A background agent has no redirect URIs.")
+        if joined != application.redirect_uris:
+            diff["redirect_uris"] = [application.redirect_uris.split(), list(redirect_uris)]
+            application.redirect_uris = joined
+    if not diff:
+        return agent
+    validate(agent, exclude=["application"])
+    if "jwks" in diff:
+        diff["jwks"] = [_key_ids(diff["jwks"][0] or {}), _key_ids(diff["jwks"][1] or {})]
+    action = Action.AGENT_KEYS_CHANGED if set(diff) <= {"jwks", "jwks_uri"} else Action.AGENT_UPDATED
+    with transaction.atomic():
+        agent.save()
+        if application is not None and "redirect_uris" in diff:
+            application.save(update_fields=["redirect_uris", "updated"])
+        audit.record(action=action, actor=actor, agent=agent, target=agent, parameters={"changes": diff})
+    return agent
+
+
+def agent_set_ceiling(*, actor: Principal, agent: Agent, capabilities: Iterable[Capability]) -> Agent:
+    """Replace the agent's ceiling.  Removing a capability that open grants use is refused."""
+    ensure_can_manage(actor, agent.organization)
+    wanted = {c.pk: c for c in _check_ceiling(agent.organization, capabilities)}
+    current = {c.pk: c for c in agent.ceiling.select_related("tool_server")}
+    added = [wanted[pk] for pk in wanted.keys() - current.keys()]
+    removed = [current[pk] for pk in current.keys() - wanted.keys()]
+    if not added and not removed:
+        return agent
+    in_use = sorted(
+        Grant.objects.filter(agent=agent, capability__in=removed, revoked_at__isnull=True)
+        .values_list("capability__key", flat=True)
+        .distinct()
+    )
+    if in_use:
+        raise Conflict(f"Revoke the open grants before removing {', '.join(in_use)} from the ceiling.")
+    try:
+        with transaction.atomic():
+            agent.ceiling.remove(*removed)
+            agent.ceiling.add(*added)
+            audit.record(
+                action=Action.AGENT_CEILING_CHANGED, actor=actor, agent=agent, target=agent,
+                capabilities=[c.key for c in added + removed],
+                parameters={"added": sorted(c.key for c in added), "removed": sorted(c.key for c in removed)},
+            )
+    except IntegrityError as exc:
+        raise integrity(exc) from exc
+    return agent
+
+
+def _transition(
+    *, actor: Principal, agent: Agent, action: Action, allowed_from: set[str], to: str, reason: str,
+    revoke_tokens: bool, close_grants: bool = False,
+) -> Agent:
+    ensure_can_manage(actor, agent.organization)
+    # Lock the row: two admins suspending and reactivating at once must not interleave.
+    with transaction.atomic():
+        locked = Agent.objects.select_for_update().get(pk=agent.pk)
+        if locked.status not in allowed_from:
+            raise InvalidState(f"The agent is {locked.status}; it cannot become {to}.")
+        previous = locked.status
+        locked.status = to
+        locked.status_reason = reason
+        locked.save(update_fields=["status", "status_reason", "updated_at"])
+        parameters: dict = {"from": previous, "to": to, "reason": reason}
+        if revoke_tokens:
+            parameters["revoked"] = revoke_application_tokens(locked.application)
+        if close_grants:
+            parameters["grants_revoked"] = Grant.objects.filter(agent=locked, revoked_at__isnull=True).update(
+                revoked_at=timezone.now(), revoke_reason=f"agent retired: {reason}"[:1000]
+            )
+        audit.record(action=action, actor=actor, agent=locked, target=locked, parameters=parameters)
+    agent.status, agent.status_reason = locked.status, locked.status_reason
+    return agent
+
+
+def agent_activate(*, actor: Principal, agent: Agent, reason: str = "") -> Agent:
+    """A pending agent (from dynamic registration) becomes active after an admin looked at it."""
+    return _transition(
+        actor=actor, agent=agent, action=Action.AGENT_ACTIVATED, allowed_from={AgentStatus.PENDING},
+        to=AgentStatus.ACTIVE, reason=reason, revoke_tokens=False,
+    )
+
+
+def agent_suspend(*, actor: Principal, agent: Agent, reason: str) -> Agent:
+    """The kill switch: the agent gets nothing more, and every token it holds stops working now."""
+    return _transition(
+        actor=actor, agent=agent, action=Action.AGENT_SUSPENDED,
+        allowed_from={AgentStatus.ACTIVE, AgentStatus.PENDING}, to=AgentStatus.SUSPENDED, reason=reason,
+        revoke_tokens=True,
+    )
+
+
+def agent_reactivate(*, actor: Principal, agent: Agent, reason: str) -> Agent:
+    return _transition(
+        actor=actor, agent=agent, action=Action.AGENT_REACTIVATED, allowed_from={AgentStatus.SUSPENDED},
+        to=AgentStatus.ACTIVE, reason=reason, revoke_tokens=False,
+    )
+
+
+def agent_retire(*, actor: Principal, agent: Agent, reason: str) -> Agent:
+    """Permanent: tokens revoked, open grants closed, no way back."""
+    return _transition(
+        actor=actor, agent=agent, action=Action.AGENT_RETIRED,
+        allowed_from={AgentStatus.ACTIVE, AgentStatus.PENDING, AgentStatus.SUSPENDED}, to=AgentStatus.RETIRED,
+        reason=reason, revoke_tokens=True, close_grants=True,
+    )
