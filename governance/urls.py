@@ -1,0 +1,4 @@
+"""Portal pages (consent, second-factor enrolment, …)."""
+
+app_name = "governance"
+urlpatterns: list = []
