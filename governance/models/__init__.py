@@ -2,5 +2,18 @@ from governance.models.agents import Agent
 from governance.models.capabilities import Capability, RiskLevel, ToolServer
 from governance.models.grants import Grant
 from governance.models.organizations import Organization, Role, User
+from governance.models.tokens import InitialAccessToken, SigningKey, TokenRecord
 
-__all__ = ["Agent", "Capability", "Grant", "Organization", "RiskLevel", "Role", "ToolServer", "User"]
+__all__ = [
+    "Agent",
+    "Capability",
+    "Grant",
+    "InitialAccessToken",
+    "Organization",
+    "RiskLevel",
+    "Role",
+    "SigningKey",
+    "TokenRecord",
+    "ToolServer",
+    "User",
+]

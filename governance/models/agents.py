@@ -20,6 +20,13 @@ class AgentStatus(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
+class TokenEndpointAuthMethod(models.TextChoices):
+    PRIVATE_KEY_JWT = "private_key_jwt", "Signed assertion (RFC 7523)"
+    CLIENT_SECRET_BASIC = "client_secret_basic", "Client secret, HTTP Basic"
+    CLIENT_SECRET_POST = "client_secret_post", "Client secret, form body"
+    NONE = "none", "Public client (PKCE only)"
+
+
 class Agent(models.Model):
     """An AI agent's identity, backed by an OAuth client."""
 
@@ -42,6 +49,12 @@ class Agent(models.Model):
     )
     jwks = models.JSONField(default=dict, blank=True, help_text="Public keys (RFC 7517 JWK Set).")
     jwks_uri = models.URLField(max_length=500, blank=True)
+    token_endpoint_auth_method = models.CharField(
+        max_length=32, choices=TokenEndpointAuthMethod.choices, default=TokenEndpointAuthMethod.PRIVATE_KEY_JWT
+    )
+    default_scope = models.CharField(
+        max_length=1000, blank=True, help_text="Capabilities a token request without scope gets (may be empty)."
+    )
     ceiling = models.ManyToManyField(
         Capability,
         blank=True,

@@ -7,8 +7,11 @@ from audit.actions import ActorType
 from governance.models.organizations import Organization
 
 # A capability key is an OAuth scope token (RFC 6749 §3.3) of a narrow shape: dotted lowercase words.
+# The pattern ends in \Z, not $: "$" also matches before a trailing newline in Python's re (which SQLite's
+# REGEXP uses), so "records.read\n" would pass.  PostgreSQL's ~ understands \Z as end of string too.
+CAPABILITY_KEY_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z"
 CAPABILITY_KEY = RegexValidator(
-    r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$",
+    CAPABILITY_KEY_PATTERN,
     "A capability key is dotted lowercase words, such as records.read_own.",
 )
 
@@ -30,6 +33,9 @@ class ToolServer(models.Model):
         related_name="tool_server",
         help_text="The credentials this tool server uses for introspection and decisions.",
     )
+    jwks = models.JSONField(default=dict, blank=True, help_text="Public keys for private_key_jwt (RFC 7517).")
+    jwks_uri = models.URLField(max_length=500, blank=True)
+    token_endpoint_auth_method = models.CharField(max_length=32, default="private_key_jwt")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -81,7 +87,7 @@ class Capability(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tool_server", "key"], name="capability_key_unique_per_server"),
             models.CheckConstraint(
-                condition=models.Q(key__regex=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"),
+                condition=models.Q(key__regex=CAPABILITY_KEY_PATTERN),
                 name="capability_key_shape",
             ),
             models.CheckConstraint(

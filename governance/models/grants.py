@@ -21,7 +21,7 @@ class Grant(models.Model):
     """user × agent × capability (no user for a background agent's service grant).
 
     Cross-table rules (same organization, inside the agent's ceiling, user present exactly for
-    interactive agents) are enforced by database triggers; see migration 0002.
+    interactive agents) are enforced by database triggers; see governance/migrations/_triggers.py.
     """
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="grants")
