@@ -111,7 +111,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", BASE_DIR / "staticfiles", base=BASE_DIR)
 
-LOGIN_URL = "admin:login"
+LOGIN_URL = "governance:login"
 
 # Mail: console in the default run; the standard EMAIL_* settings otherwise.
 EMAIL_BACKEND = env.text(

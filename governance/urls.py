@@ -1,4 +1,21 @@
-"""Portal pages (consent, second-factor enrolment, …)."""
+"""Portal pages (sign-in, the signed-in user's grants, …), mounted at /portal/."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from governance import views
 
 app_name = "governance"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.home, name="home"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="registration/login.html",
+            redirect_authenticated_user=False,
+            next_page="governance:home",
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(next_page="governance:login"), name="logout"),
+]

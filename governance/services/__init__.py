@@ -9,6 +9,7 @@ from governance.services.agents import (
     agent_suspend,
     agent_update,
 )
+from governance.services.consent import authorization_refuse, consent_deny, grant_consent
 from governance.services.grants import grant_create, grant_renew, grant_revoke
 from governance.services.organizations import (
     organization_create,
@@ -32,8 +33,11 @@ __all__ = [
     "agent_set_ceiling",
     "agent_suspend",
     "agent_update",
+    "authorization_refuse",
     "capability_create",
     "capability_update",
+    "consent_deny",
+    "grant_consent",
     "grant_create",
     "grant_renew",
     "grant_revoke",

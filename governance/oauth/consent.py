@@ -1,0 +1,300 @@
+"""The consent page of the authorization endpoint (DOT's AuthorizationView, with Gatehouse's rules).
+
+The page names the agent, the tool server (from RFC 8707 ``resource``) and each capability asked, with
+what consent can and cannot give.  Only a POST decides, and the POST is checked again from scratch: the
+hidden fields of the form are the client's words, not facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.shortcuts import render
+from oauth2_provider.exceptions import OAuthToolkitError
+from oauth2_provider.models import get_application_model
+from oauth2_provider.views import AuthorizationView
+
+from governance.errors import GovernanceError
+from governance.models import Agent, Capability, Grant, ToolServer
+from governance.models.agents import AgentKind
+from governance.services.consent import authorization_refuse, consent_deny, grant_consent, needs_approver
+
+GRANTED = "granted"
+CONSENT = "consent"
+OUTSIDE_CEILING = "outside_ceiling"
+NEEDS_APPROVER = "needs_approver"
+UNKNOWN = "unknown"
+
+STATUS_TEXT = {
+    GRANTED: "Already granted",
+    CONSENT: "Will be granted if you allow",
+    OUTSIDE_CEILING: "Not allowed: outside what this agent may ever hold",
+    NEEDS_APPROVER: "Needs an approver: not granted by your consent",
+    UNKNOWN: "Not allowed: not a capability of this tool server",
+}
+
+
+@dataclass
+class CapabilityLine:
+    key: str
+    status: str
+    capability: Capability | None = None
+    step_up: bool = False
+
+    @property
+    def status_text(self) -> str:
+        return STATUS_TEXT[self.status]
+
+    @property
+    def css(self) -> str:
+        return {GRANTED: "granted", CONSENT: "consent", NEEDS_APPROVER: "approval"}.get(
+            self.status, "refused"
+        )
+
+
+@dataclass
+class ConsentPlan:
+    agent: Agent
+    tool_server: ToolServer
+    lines: list[CapabilityLine] = field(default_factory=list)
+
+    def keys(self, *statuses: str) -> list[str]:
+        return [line.key for line in self.lines if line.status in statuses]
+
+    def capabilities(self, *statuses: str) -> list[Capability]:
+        return [line.capability for line in self.lines if line.status in statuses and line.capability]
+
+    @property
+    def not_granted(self) -> dict[str, list[str]]:
+        return {s: self.keys(s) for s in (OUTSIDE_CEILING, NEEDS_APPROVER, UNKNOWN)}
+
+
+def plan_consent(*, agent: Agent, user, tool_server: ToolServer, requested: list[str]) -> ConsentPlan:
+    """Classify each requested capability for this user, agent and tool server."""
+    by_key = {c.key: c for c in Capability.objects.filter(tool_server=tool_server, key__in=requested)}
+    ceiling = set(agent.ceiling.filter(tool_server=tool_server).values_list("pk", flat=True))
+    granted = set(
+        Grant.objects.active()
+        .filter(agent=agent, user=user, capability__tool_server=tool_server)
+        .values_list("capability_id", flat=True)
+    )
+    plan = ConsentPlan(agent=agent, tool_server=tool_server)
+    for key in dict.fromkeys(requested):
+        capability = by_key.get(key)
+        if capability is None:
+            status = UNKNOWN
+        elif capability.pk in granted:
+            status = GRANTED
+        elif capability.pk not in ceiling:
+            status = OUTSIDE_CEILING
+        elif needs_approver(capability):
+            status = NEEDS_APPROVER
+        else:
+            status = CONSENT
+        step_up = bool(capability and capability.requires_step_up)
+        plan.lines.append(CapabilityLine(key=key, status=status, capability=capability, step_up=step_up))
+    return plan
+
+
+class Refusal(Exception):
+    """The request cannot reach the user's decision; ``redirect_error`` says whether the client is told."""
+
+    def __init__(self, sentence: str, *, reason: str, redirect_error: str = "", status: int = 400):
+        super().__init__(sentence)
+        self.sentence, self.reason, self.redirect_error, self.status = (
+            sentence,
+            reason,
+            redirect_error,
+            status,
+        )
+
+
+class ConsentView(AuthorizationView):
+    template_name = "oauth2_provider/authorize.html"
+    error_template_name = "governance/authorize_error.html"
+
+    # --- checks shared by GET and POST -----------------------------------------------------------
+    def _agent(self, client_id: str) -> Agent | None:
+        application = get_application_model().objects.filter(client_id=client_id).first()
+        if application is None:
+            return None
+        return (
+            Agent.objects.select_related("organization", "owner", "application")
+            .filter(application=application)
+            .first()
+        )
+
+    def _check(self, *, client_id: str, resources: list[str], scopes: list[str]) -> ConsentPlan:
+        agent = self._agent(client_id)
+        if agent is None:
+            raise Refusal("This application is not a registered agent.", reason="not an agent", status=400)
+        self.agent = agent
+        if not agent.is_active:
+            raise Refusal(
+                f"The agent {agent.name} is {agent.get_status_display().lower()}; it cannot be authorized.",
+                reason=f"agent {agent.status}",
+                status=403,
+            )
+        if agent.kind != AgentKind.INTERACTIVE:
+            raise Refusal(
+                f"The agent {agent.name} is a background agent; it does not act for people.",
+                reason="background agent at the authorization endpoint",
+                redirect_error="unauthorized_client",
+            )
+        user = self.request.user
+        if user.organization_id is None or user.organization_id != agent.organization_id:
+            raise Refusal(
+                "Your account cannot authorize this agent: it belongs to another organization.",
+                reason="user of another organization",
+                status=403,
+            )
+        if len(resources) != 1:
+            raise Refusal(
+                "The agent must name exactly one tool server (the resource parameter).",
+                reason="no single resource",
+                redirect_error="invalid_target",
+            )
+        tool_server = ToolServer.objects.filter(
+            audience=resources[0], organization=agent.organization
+        ).first()
+        if tool_server is None:
+            raise Refusal(
+                "The agent asked for a tool server Gatehouse does not know.",
+                reason="unknown resource",
+                redirect_error="invalid_target",
+            )
+        if not scopes:
+            raise Refusal(
+                "The agent asked for no capability.",
+                reason="no scope",
+                redirect_error="invalid_scope",
+            )
+        return plan_consent(agent=agent, user=user, tool_server=tool_server, requested=scopes)
+
+    def _refuse(
+        self,
+        refusal: Refusal,
+        *,
+        client_id: str,
+        resources: list[str],
+        scopes: list[str],
+        redirect_uri: str | None,
+        state: str | None,
+    ):
+        agent = getattr(self, "agent", None)
+        authorization_refuse(
+            actor=self.request.user,
+            agent=agent,
+            reason=refusal.reason,
+            client_id=client_id,
+            audience=" ".join(resources),
+            capabilities=scopes,
+        )
+        if refusal.redirect_error and redirect_uri:
+            # RFC 6749 §4.1.2.1: the client and redirect URI were validated, so the client is told.
+            params = {"error": refusal.redirect_error, "error_description": refusal.sentence}
+            if state:
+                params["state"] = state
+            params["iss"] = settings.GATEHOUSE_ISSUER
+            separator = "&" if "?" in redirect_uri else "?"
+            application = agent.application if agent else None
+            return self.redirect(f"{redirect_uri}{separator}{urlencode(params)}", application)
+        return render(
+            self.request, self.error_template_name, {"sentence": refusal.sentence}, status=refusal.status
+        )
+
+    # --- GET: show the page ------------------------------------------------------------------------
+    def get(self, request, *args, **kwargs):
+        try:
+            scopes, credentials = self.validate_authorization_request(request)
+        except OAuthToolkitError as error:
+            return self.error_response(error, application=None)
+        resources = request.GET.getlist("resource")
+        try:
+            self.plan = self._check(
+                client_id=credentials["client_id"], resources=resources, scopes=list(scopes)
+            )
+        except Refusal as refusal:
+            return self._refuse(
+                refusal,
+                client_id=credentials["client_id"],
+                resources=resources,
+                scopes=list(scopes),
+                redirect_uri=credentials.get("redirect_uri"),
+                state=credentials.get("state"),
+            )
+        # Consent is always asked: a client cannot skip the page with approval_prompt=auto.
+        if "approval_prompt" in request.GET:
+            request.GET = request.GET.copy()
+            request.GET.pop("approval_prompt")
+        return super().get(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        plan = getattr(self, "plan", None)
+        if plan is not None:
+            context.update(
+                agent=plan.agent,
+                tool_server=plan.tool_server,
+                lines=plan.lines,
+                can_consent=bool(plan.keys(GRANTED, CONSENT)),
+            )
+        return context
+
+    # --- POST: decide -------------------------------------------------------------------------------
+    def form_valid(self, form):
+        data = form.cleaned_data
+        client_id, scopes = data["client_id"], data.get("scope", "").split()
+        resources = (data.get("resource") or "").split()
+        try:
+            plan = self._check(client_id=client_id, resources=resources, scopes=scopes)
+        except Refusal as refusal:
+            # Without a validated redirect URI (the form is the client's words), show the page only.
+            return self._refuse(
+                refusal,
+                client_id=client_id,
+                resources=resources,
+                scopes=scopes,
+                redirect_uri=None,
+                state=None,
+            )
+        audience = plan.tool_server.audience
+        if not data.get("allow"):
+            consent_deny(actor=self.request.user, agent=plan.agent, capabilities=scopes, audience=audience)
+            return super().form_valid(form)
+        consentable = plan.capabilities(CONSENT, GRANTED)
+        if not consentable:
+            return self._refuse(
+                Refusal(
+                    "None of the capabilities asked can be granted by your consent.",
+                    reason="nothing consentable",
+                ),
+                client_id=client_id,
+                resources=resources,
+                scopes=scopes,
+                redirect_uri=None,
+                state=None,
+            )
+        try:
+            grant_consent(
+                actor=self.request.user,
+                agent=plan.agent,
+                capabilities=consentable,
+                audience=audience,
+                not_granted=plan.not_granted,
+            )
+        except GovernanceError as exc:
+            return render(self.request, self.error_template_name, {"sentence": exc.message}, status=403)
+        # The code carries only what the user's grants now cover; the rest was shown as not granted.
+        form.cleaned_data["scope"] = " ".join(c.key for c in consentable)
+        return super().form_valid(form)
+
+    def form_invalid(self, form):
+        return render(
+            self.request,
+            self.error_template_name,
+            {"sentence": "The consent form was incomplete; start again from the agent."},
+            status=400,
+        )
