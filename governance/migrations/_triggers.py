@@ -16,12 +16,16 @@ SQLite serialises writers (transaction_mode=IMMEDIATE), so it needs no locks.
 Warning for later migrations: on SQLite, Django rebuilds a table (copy, drop, rename) for many schema
 changes (adding a NOT NULL column, changing a constraint).  The rename fails while another table's trigger
 names the table ("error in trigger gh_...: no such table"), and the drop removes the table's own triggers.
-A migration that alters a governance table must therefore begin with ``RunPython(uninstall, install)`` and
-end with ``RunPython(install, uninstall)``, as 0004 does; tests/governance/test_constraints.py fails when a
-trigger is missing.
+``migrate`` therefore drops the triggers before it runs and reinstalls them after it (SQLite only, see
+:func:`before_migrate`); a migration run some other way should begin with ``RunPython(uninstall, install)``
+and end with ``RunPython(install, uninstall)``, as 0004 does.  tests/governance/test_constraints.py fails
+when a trigger is missing.
 """
 
 from __future__ import annotations
+
+from django.db import connections
+from django.db.migrations.recorder import MigrationRecorder
 
 # Each rule: (condition on NEW / OLD, message).  Messages name the rule and never a value.
 GRANT_ORG = """
@@ -178,20 +182,55 @@ def drop_sql(vendor: str, name: str, table: str) -> str:
     return f"DROP TRIGGER IF EXISTS {name};"
 
 
-def install(apps, schema_editor) -> None:
-    """(Re)create every trigger with the current definitions; safe to run again."""
-    vendor = schema_editor.connection.vendor
+def _install(vendor: str, execute) -> None:
     for name, table, when, locks, rules in TRIGGERS:
         if vendor != "postgresql":
-            schema_editor.execute(drop_sql(vendor, name, table), params=None)
+            execute(drop_sql(vendor, name, table))
         make = postgres_sql if vendor == "postgresql" else sqlite_sql
-        schema_editor.execute(make(name, table, when, locks, rules), params=None)
+        execute(make(name, table, when, locks, rules))
+
+
+def _uninstall(vendor: str, execute) -> None:
+    for name, table in NAMES:
+        execute(drop_sql(vendor, name, table))
+
+
+def install(apps, schema_editor) -> None:
+    """(Re)create every trigger with the current definitions; safe to run again."""
+    connection = schema_editor.connection
+    if connection.vendor == "sqlite" and connection.alias in _deferred:
+        return  # ``migrate`` is running: after_migrate installs them once every table is in its final shape
+    _install(schema_editor.connection.vendor, lambda sql: schema_editor.execute(sql, params=None))
 
 
 def uninstall(apps, schema_editor) -> None:
-    vendor = schema_editor.connection.vendor
-    for name, table in NAMES:
-        schema_editor.execute(drop_sql(vendor, name, table), params=None)
+    _uninstall(schema_editor.connection.vendor, lambda sql: schema_editor.execute(sql, params=None))
+
+
+# SQLite only: ``migrate`` drops the triggers before it runs and installs them again afterwards, so that a
+# later migration rebuilding a governance table (any NOT NULL AddField does) neither fails nor loses them.
+# Connected in governance/apps.py.  PostgreSQL alters tables in place and keeps its triggers.
+TRIGGERS_MIGRATION = ("governance", "0004_capability_key_end_of_string_and_trigger_rules")
+_deferred: set[str] = set()
+
+
+def before_migrate(sender, using: str = "default", **kwargs) -> None:
+    connection = connections[using]
+    if connection.vendor == "sqlite":
+        _deferred.add(using)
+        with connection.cursor() as cursor:
+            _uninstall(connection.vendor, cursor.execute)
+
+
+def after_migrate(sender, using: str = "default", **kwargs) -> None:
+    connection = connections[using]
+    _deferred.discard(using)
+    if connection.vendor != "sqlite":
+        return
+    if TRIGGERS_MIGRATION not in MigrationRecorder(connection).applied_migrations():
+        return  # migrated back to before the triggers (or not migrated at all)
+    with connection.cursor() as cursor:
+        _install(connection.vendor, cursor.execute)
 
 
 def installed(connection) -> set[str]:
