@@ -206,3 +206,10 @@ if not DEBUG:
         issuer=GATEHOUSE_ISSUER,
         email_backend=EMAIL_BACKEND,
     )
+
+# DPoP (RFC 9449): accepted proof age (past / future skew), nonce window, and the cache alias holding
+# seen jti values (Redis when REDIS_URL is set; proofs are refused when it cannot answer).
+GATEHOUSE_DPOP_IAT_WINDOW_SECONDS = env.integer("GATEHOUSE_DPOP_IAT_WINDOW_SECONDS", default=60)
+GATEHOUSE_DPOP_IAT_FUTURE_SECONDS = env.integer("GATEHOUSE_DPOP_IAT_FUTURE_SECONDS", default=5)
+GATEHOUSE_DPOP_NONCE_LIFETIME_SECONDS = env.integer("GATEHOUSE_DPOP_NONCE_LIFETIME_SECONDS", default=300)
+GATEHOUSE_DPOP_REPLAY_CACHE = env.text("GATEHOUSE_DPOP_REPLAY_CACHE", default="default")
