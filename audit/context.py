@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextvars
-import ipaddress
 import re
 import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
+
+from audit.chain import canonical_ip
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 
@@ -19,18 +20,20 @@ class RequestContext:
     client_ip: str | None = None
 
 
-_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar(
-    "gatehouse_request_context", default=RequestContext()
+_EMPTY = RequestContext()
+_current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "gatehouse_request_context", default=None
 )
 
 
 def current() -> RequestContext:
-    return _current.get()
+    """The request being served, or an empty context (commands, Celery tasks)."""
+    return _current.get() or _EMPTY
 
 
 def _valid_ip(value: str) -> str | None:
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return canonical_ip(value)
     except ValueError:
         return None
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 from uuid import UUID
 
 MASK = "[masked]"
+_TRUNCATED = "…[truncated]"
 MAX_STRING = 512
 MAX_ITEMS = 64
 MAX_DEPTH = 6
@@ -19,11 +20,23 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 # Keys whose names contain "token" but whose values are identifiers, not secrets.
-_SAFE_KEYS = {"jti", "token_type", "token_type_hint", "subject_token_type", "actor_token_type",
-              "requested_token_type", "issued_token_type", "token_id", "tokens_revoked"}
+_SAFE_KEYS = {
+    "jti",
+    "token_type",
+    "token_type_hint",
+    "subject_token_type",
+    "actor_token_type",
+    "requested_token_type",
+    "issued_token_type",
+    "token_id",
+    "tokens_revoked",
+}
 _JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A credential in an Authorization-style value: "Bearer <token>", "DPoP <token>", "Basic <base64>".
+_AUTH_VALUE = re.compile(r"\b(Bearer|DPoP|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+# Control characters, and lone surrogates (json.loads turns "\ud800" into one; UTF-8 cannot encode it).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def is_secret_key(key: str) -> bool:
@@ -32,10 +45,10 @@ def is_secret_key(key: str) -> bool:
 
 def clean_string(value: str, limit: int = MAX_STRING) -> str:
     value = _CONTROL.sub("\ufffd", value)
-    if _JWT_LIKE.search(value) or _PEM.search(value):
+    if _JWT_LIKE.search(value) or _PEM.search(value) or _AUTH_VALUE.search(value):
         return MASK
-    if len(value) > limit:
-        return value[:limit] + "…[truncated]"
+    if len(value) > limit:  # the result stays within ``limit`` (it may fill a bounded column)
+        return value[: max(limit - len(_TRUNCATED), 0)] + _TRUNCATED[:limit]
     return value
 
 

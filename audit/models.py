@@ -89,7 +89,7 @@ class AuditCheckpoint(AppendOnlyModel):
     """A signed statement: "the chain up to ``seq`` ends in ``event_hash``"."""
 
     id = models.BigAutoField(primary_key=True)
-    seq = models.BigIntegerField(db_index=True)
+    seq = models.BigIntegerField(unique=True)
     event_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField()
     key_id = models.CharField(max_length=32)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import NotSupportedError, connections, transaction
 from django.utils import timezone
 
 from audit import chain, context, signing
@@ -77,11 +77,8 @@ def record(
     request = context.current()
     organization_id = getattr(organization, "pk", organization)
     if organization_id is None:
-        organization_id = next(
-            (getattr(o, "organization_id", None) for o in (agent, target, on_behalf_of, actor) if o is not None
-             and getattr(o, "organization_id", None) is not None),
-            None,
-        )
+        related = (getattr(o, "organization_id", None) for o in (agent, target, on_behalf_of, actor))
+        organization_id = next((pk for pk in related if pk is not None), None)
     values = {
         "occurred_at": timezone.now(),
         "action": action.value,
@@ -95,31 +92,80 @@ def record(
         "on_behalf_of_id": _pk(on_behalf_of),
         "on_behalf_of_label": _label(on_behalf_of),
         "target_type": "" if target is None else target._meta.label_lower,
-        "target_id": "" if target is None else str(target.pk),
+        "target_id": "" if target is None else clean_string(str(target.pk), 64),
         "target_label": _label(target),
         "capabilities": " ".join(sorted({clean_string(str(c), 255) for c in capabilities})),
         "parameters": chain.canonical_json(clean(dict(parameters or {}))),
         "request_id": request.request_id,
-        "client_ip": request.client_ip,
+        "client_ip": chain.canonical_ip(request.client_ip),
     }
     with transaction.atomic(using=using):
         connection = connections[using]
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
-            # SQLite: transaction_mode=IMMEDIATE already holds the database's write lock.
-            cursor.execute("SELECT seq, hash FROM audit_auditevent ORDER BY seq DESC LIMIT 1")
-            head = cursor.fetchone()
-        seq, prev_hash = (head[0] + 1, head[1]) if head else (1, chain.GENESIS_HASH)
-        values["seq"] = seq
-        values["prev_hash"] = prev_hash
-        values["hash"] = chain.event_hash(tuple(values[name] for name in chain.FIELDS))
-        event = AuditEvent(**values)
-        event.save(using=using)
+        if connection.vendor == "postgresql":
+            event = _append_postgresql(connection, values)
+        elif connection.vendor == "sqlite":
+            event = _append_sqlite(connection, values)
+        else:
+            raise NotSupportedError(f"the audit chain cannot serialise appends on {connection.vendor}")
         every = settings.AUDIT_CHECKPOINT_EVERY
-        if every and seq % every == 0:
-            _sign_checkpoint(seq=seq, event_hash=values["hash"], using=using)
+        if every and event.seq % every == 0:
+            _sign_checkpoint(seq=event.seq, event_hash=event.hash, using=using)
     return event
+
+
+# Columns written by an append, after ``seq``; ``prev_hash`` and ``hash`` come last.
+_CONTENT = chain.FIELDS[1:-1]
+
+# One round trip on PostgreSQL: audit_append() (migration 0003) takes the chain lock, reads the head, builds
+# the canonical bytes from the body computed here, hashes and inserts.  Only the COMMIT remains between
+# taking the lock and releasing it, which is what bounds append throughput.
+_APPEND_SQL = (
+    "SELECT o_seq, o_prev_hash, o_hash FROM audit_append("
+    "%s::bigint, %s::text, %s::text, %s::text, %s::timestamptz, "
+    "%s::text, %s::text, %s::text, %s::text, %s::text, %s::bigint, %s::bigint, %s::text, %s::bigint, "
+    "%s::text, %s::text, %s::text, %s::text, %s::text, %s::text, %s::text, %s::text)"
+)
+
+
+def _append_postgresql(connection, values: dict) -> AuditEvent:
+    content = tuple(values[name] for name in _CONTENT)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _APPEND_SQL,
+            [CHAIN_LOCK_KEY, chain.GENESIS_HASH, chain.VERSION_JSON, chain.content_body(content), *content],
+        )
+        seq, prev_hash, digest = cursor.fetchone()
+    if chain.event_hash((seq, *content, prev_hash)) != digest:
+        # The database built different bytes than the chain's definition (e.g. a non-UTF-8 database).
+        # Refuse the event, and with it the caller's change, rather than commit an unverifiable row.
+        raise RuntimeError("audit_append() produced a hash that does not match audit.chain")
+    return _loaded(AuditEvent(seq=seq, prev_hash=prev_hash, hash=digest, **values), connection.alias)
+
+
+def _append_sqlite(connection, values: dict) -> AuditEvent:
+    # transaction_mode=IMMEDIATE: the enclosing transaction already holds the database's write lock.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT seq, hash FROM audit_auditevent ORDER BY seq DESC LIMIT 1")
+        head = cursor.fetchone()
+    seq, prev_hash = (head[0] + 1, head[1]) if head else (1, chain.GENESIS_HASH)
+    digest = chain.event_hash((seq, *(values[name] for name in _CONTENT), prev_hash))
+    event = AuditEvent(seq=seq, prev_hash=prev_hash, hash=digest, **values)
+    event.save(using=connection.alias)
+    return event
+
+
+def _loaded(event: AuditEvent, alias: str) -> AuditEvent:
+    """Mark an instance inserted by raw SQL as stored, so that saving it again is refused."""
+    event._state.adding = False
+    event._state.db = alias
+    return event
+
+
+def _lock_chain(using: str) -> None:
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
 
 
 def checkpoint_message(*, seq: int, event_hash: str, created_at, key_id: str) -> bytes:
@@ -143,6 +189,7 @@ def _sign_checkpoint(*, seq: int, event_hash: str, using: str) -> AuditCheckpoin
 def checkpoint_create(*, using: str = "default") -> AuditCheckpoint | None:
     """Sign the current head of the chain; None when the log is empty or already checkpointed there."""
     with transaction.atomic(using=using):
+        _lock_chain(using)  # appends and other checkpoints wait; SQLite's IMMEDIATE BEGIN already did this
         head = AuditEvent.objects.using(using).order_by("-seq").values_list("seq", "hash").first()
         if head is None:
             return None

@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 
 def _load_or_create(path: Path) -> Ed25519PrivateKey:
@@ -73,3 +75,10 @@ def verify(message: bytes, *, signature: str, signer_key_id: str) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+@receiver(setting_changed)
+def _forget_key(*, setting: str, **kwargs) -> None:
+    if setting in ("AUDIT_SIGNING_KEY", "AUDIT_SIGNING_KEY_FILE"):
+        private_key.cache_clear()
+        current_key_id.cache_clear()

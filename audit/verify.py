@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 from django.db import connections
-from django.utils.dateparse import parse_datetime
 
 from audit import chain, signing
 from audit.models import AuditCheckpoint
 from audit.services import checkpoint_message
 
-BATCH = 20_000
+BATCH = 10_000
+
+# Read as text in the exact canonical spelling, so that no per-row datetime parsing or formatting is needed.
+_POSTGRESQL_COLUMNS = {
+    "occurred_at": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    "client_ip": "host(client_ip)",
+}
 
 
 @dataclass
@@ -38,61 +42,74 @@ class Report:
         return min(self.problems, key=lambda p: p.seq) if self.problems else None
 
 
-def _column(name: str, vendor: str) -> str:
-    if name == "client_ip" and vendor == "postgresql":
-        return "host(client_ip)"
-    return name
+def _select(vendor: str) -> str:
+    columns = ", ".join(
+        _POSTGRESQL_COLUMNS.get(name, name) if vendor == "postgresql" else name for name in chain.FIELDS
+    )
+    return f"SELECT {columns}, hash FROM audit_auditevent ORDER BY seq"  # noqa: S608
 
 
 def verify_chain(*, using: str = "default", max_problems: int = 20) -> Report:
-    """Walk every event in ``seq`` order, recomputing each hash; then check every checkpoint."""
+    """Walk every event in ``seq`` order, recomputing each hash; then check every checkpoint.
+
+    Checkpoints are read first: each one names an event committed before it, so the event scan that
+    follows (a later snapshot) must contain it, even while new events are being appended.
+    """
     report = Report()
     connection = connections[using]
-    columns = ", ".join(_column(name, connection.vendor) for name in chain.FIELDS)
-    expected_seq, prev_hash = 1, chain.GENESIS_HASH
+    checkpoints = list(AuditCheckpoint.objects.using(using).order_by("seq"))
+    wanted = {checkpoint.seq for checkpoint in checkpoints}
     hashes_at: dict[int, str] = {}
-    checkpoint_seqs = set(AuditCheckpoint.objects.using(using).values_list("seq", flat=True))
-    event_hash = chain.event_hash
+    problems = report.problems
+    expected_seq, prev_hash = 1, chain.GENESIS_HASH
+    event_hash, canonical_ip = chain.event_hash, chain.canonical_ip
     with connection.chunked_cursor() as cursor:
-        cursor.execute(f"SELECT {columns}, hash FROM audit_auditevent ORDER BY seq")  # noqa: S608
+        cursor.execute(_select(connection.vendor))
         while rows := cursor.fetchmany(BATCH):
             for row in rows:
-                *values, stored = row
-                seq = values[0]
-                if isinstance(values[1], str):
-                    values[1] = parse_datetime(values[1])
-                report.events += 1
-                if len(report.problems) < max_problems:
+                seq, stored = row[0], row[-1]
+                values = row[:-1]
+                ip = values[-2]
+                if ip is not None and ":" in ip:  # IPv6: the database's spelling may differ from ours
+                    values = (*values[:-2], canonical_ip(ip), values[-1])
+                if len(problems) < max_problems:
                     if seq != expected_seq:
-                        report.problems.append(
-                            Problem(seq, f"sequence gap: expected #{expected_seq}, found #{seq}")
-                        )
+                        problems.append(_gap(expected_seq, seq))
                     elif values[-1] != prev_hash:
-                        report.problems.append(Problem(seq, "prev_hash does not match the previous event"))
-                    elif event_hash(tuple(values)) != stored:
-                        report.problems.append(Problem(seq, "content does not match its hash"))
-                if seq in checkpoint_seqs:
+                        problems.append(Problem(seq, f"prev_hash is not the hash of #{seq - 1}"))
+                    elif event_hash(values) != stored:
+                        problems.append(Problem(seq, "content does not match its hash"))
+                if seq in wanted:
                     hashes_at[seq] = stored
                 expected_seq, prev_hash = seq + 1, stored
+            report.events += len(rows)
     report.last_seq, report.last_hash = expected_seq - 1, prev_hash
-    for checkpoint in AuditCheckpoint.objects.using(using).order_by("seq"):
+    for checkpoint in checkpoints:
         report.checkpoints += 1
-        message = checkpoint_message(
-            seq=checkpoint.seq,
-            event_hash=checkpoint.event_hash,
-            created_at=checkpoint.created_at,
-            key_id=checkpoint.key_id,
-        )
-        if not signing.verify(message, signature=checkpoint.signature, signer_key_id=checkpoint.key_id):
-            report.problems.append(Problem(checkpoint.seq, f"checkpoint {checkpoint.pk}: signature is invalid"))
-        elif checkpoint.seq not in hashes_at:
-            report.problems.append(
-                Problem(checkpoint.seq, f"checkpoint {checkpoint.pk}: the event it signs is missing")
-            )
-        elif hashes_at[checkpoint.seq] != checkpoint.event_hash:
-            report.problems.append(
-                Problem(checkpoint.seq, f"checkpoint {checkpoint.pk}: the chain was rewritten up to here")
-            )
+        _check_checkpoint(checkpoint, hashes_at, report)
     return report
 
 
+def _gap(expected: int, found: int) -> Problem:
+    missing = f"#{expected}" if found == expected + 1 else f"#{expected}–#{found - 1}"
+    return Problem(expected, f"event {missing} is missing (next is #{found})")
+
+
+def _check_checkpoint(checkpoint: AuditCheckpoint, hashes_at: dict[int, str], report: Report) -> None:
+    label = f"checkpoint {checkpoint.pk} at #{checkpoint.seq}"
+    message = checkpoint_message(
+        seq=checkpoint.seq,
+        event_hash=checkpoint.event_hash,
+        created_at=checkpoint.created_at,
+        key_id=checkpoint.key_id,
+    )
+    if not signing.verify(message, signature=checkpoint.signature, signer_key_id=checkpoint.key_id):
+        report.problems.append(Problem(checkpoint.seq, f"{label}: signature is invalid"))
+    elif checkpoint.seq not in hashes_at:
+        report.problems.append(
+            Problem(checkpoint.seq, f"{label}: the event it signs is missing (the log was truncated)")
+        )
+    elif hashes_at[checkpoint.seq] != checkpoint.event_hash:
+        report.problems.append(
+            Problem(checkpoint.seq, f"{label}: the chain was rewritten up to here (not the signed hash)")
+        )
