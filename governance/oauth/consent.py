@@ -17,8 +17,9 @@ from oauth2_provider.models import get_application_model
 from oauth2_provider.views import AuthorizationView
 
 from governance.errors import GovernanceError
-from governance.models import Agent, Capability, Grant, ToolServer
+from governance.models import Agent, Capability, ToolServer
 from governance.models.agents import AgentKind
+from governance.oauth.scoping import BrokerRefusal, evaluate_request, parse_scope, resolve_audience
 from governance.services.consent import authorization_refuse, consent_deny, grant_consent, needs_approver
 
 GRANTED = "granted"
@@ -72,30 +73,34 @@ class ConsentPlan:
 
 
 def plan_consent(*, agent: Agent, user, tool_server: ToolServer, requested: list[str]) -> ConsentPlan:
-    """Classify each requested capability for this user, agent and tool server."""
-    by_key = {c.key: c for c in Capability.objects.filter(tool_server=tool_server, key__in=requested)}
-    ceiling = set(agent.ceiling.filter(tool_server=tool_server).values_list("pk", flat=True))
-    granted = set(
-        Grant.objects.active()
-        .filter(agent=agent, user=user, capability__tool_server=tool_server)
-        .values_list("capability_id", flat=True)
-    )
+    """Classify each requested capability with the broker's rule (``evaluate_request``), plus consent's own:
+    a high-risk capability, like one that requires approval, is an approver's decision."""
+    decision = evaluate_request(agent=agent, user=user, audience=tool_server, requested=requested)
+    by_key = {
+        c.key: c for c in Capability.objects.filter(tool_server=tool_server, key__in=decision.requested)
+    }
+    allowed, outside = set(decision.allowed), set(decision.outside_ceiling)
     plan = ConsentPlan(agent=agent, tool_server=tool_server)
-    for key in dict.fromkeys(requested):
+    for key in decision.requested:
         capability = by_key.get(key)
         if capability is None:
             status = UNKNOWN
-        elif capability.pk in granted:
+        elif key in allowed:
             status = GRANTED
-        elif capability.pk not in ceiling:
+        elif key in outside:
             status = OUTSIDE_CEILING
-        elif needs_approver(capability):
+        elif key in decision.needs_approval or needs_approver(capability):
             status = NEEDS_APPROVER
         else:
             status = CONSENT
         step_up = bool(capability and capability.requires_step_up)
         plan.lines.append(CapabilityLine(key=key, status=status, capability=capability, step_up=step_up))
     return plan
+
+
+_REFUSAL_SENTENCES = {
+    "invalid_target": "The agent must name exactly one tool server that Gatehouse knows (its resource).",
+}
 
 
 class Refusal(Exception):
@@ -150,21 +155,16 @@ class ConsentView(AuthorizationView):
                 reason="user of another organization",
                 status=403,
             )
-        if len(resources) != 1:
+        try:
+            # The broker's rules for resource and scope, so the page and the token endpoint agree.
+            tool_server = resolve_audience(resources, agent=agent)
+            scopes = parse_scope(" ".join(scopes))
+        except BrokerRefusal as refusal:
             raise Refusal(
-                "The agent must name exactly one tool server (the resource parameter).",
-                reason="no single resource",
-                redirect_error="invalid_target",
-            )
-        tool_server = ToolServer.objects.filter(
-            audience=resources[0], organization=agent.organization
-        ).first()
-        if tool_server is None:
-            raise Refusal(
-                "The agent asked for a tool server Gatehouse does not know.",
-                reason="unknown resource",
-                redirect_error="invalid_target",
-            )
+                _REFUSAL_SENTENCES.get(refusal.error, refusal.description),
+                reason=refusal.description,
+                redirect_error=refusal.error,
+            ) from None
         if not scopes:
             raise Refusal(
                 "The agent asked for no capability.",
