@@ -180,7 +180,24 @@ OAUTH2_PROVIDER = {
     "DEFAULT_SCOPES": [],
     "ACCESS_TOKEN_EXPIRE_SECONDS": 300,
     "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
-    "ALLOWED_REDIRECT_URI_SCHEMES": ["https", "http"] if DEBUG else ["https"],
+    # A refresh token dies this long after its access token expired; grants are re-checked on every refresh.
+    "REFRESH_TOKEN_EXPIRE_SECONDS": 8 * 3600,
+    # http is allowed for loopback redirect URIs of native/CLI clients (RFC 8252 §7.3, any port);
+    # governance.oauth.validator refuses any other http redirect URI outside DEBUG.
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https", "http"],
+    "ALLOW_LOCALHOST_LOOPBACK": False,
+    # The issuer in metadata and the RFC 9207 `iss` response parameter (OIDC itself stays off).
+    "OIDC_ENABLED": False,
+    "OIDC_ISS_ENDPOINT": GATEHOUSE_ISSUER,
+    "OAUTH2_SERVER_CLASS": "governance.oauth.server.GatehouseServer",
+    "OAUTH2_VALIDATOR_CLASS": "governance.oauth.validator.GatehouseValidator",
+    "SCOPES_BACKEND_CLASS": "governance.oauth.scopes_backend.CapabilityScopes",
+    "ERROR_RESPONSE_WITH_SCOPES": False,
+    "DCR_ENABLED": False,
+    "CIMD_ENABLED": False,
+    # Client secrets are 128 random characters: a salted SHA-256 resists guessing as well as PBKDF2 does,
+    # at microseconds instead of ~350 ms per token request (see docs/oauth.md).
+    "CLIENT_SECRET_HASHER": "gatehouse_sha256",
 }
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
 OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"
@@ -188,6 +205,31 @@ OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth2_provider.RefreshToken"
 OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth2_provider.IDToken"
 OAUTH2_PROVIDER_GRANT_MODEL = "oauth2_provider.Grant"
 GATEHOUSE_DEFAULT_TOKEN_LIFETIME = timedelta(seconds=300)
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+    # Only for OAuth client secrets (CLIENT_SECRET_HASHER above); never the first entry, so never for people.
+    "governance.oauth.hashers.ClientSecretSHA256Hasher",
+]
+# Token broker (governance.oauth; docs/oauth.md).
+GATEHOUSE_SIGNING_ALG = env.text("GATEHOUSE_SIGNING_ALG", default="ES256")
+# A rotated-in signing key is published this long before it signs (JWKS caches must see it first).
+GATEHOUSE_SIGNING_KEY_PUBLISH_SECONDS = env.integer("GATEHOUSE_SIGNING_KEY_PUBLISH_SECONDS", default=600)
+GATEHOUSE_JWKS_MAX_AGE_SECONDS = env.integer("GATEHOUSE_JWKS_MAX_AGE_SECONDS", default=300)
+# private_key_jwt: an assertion may live at most this long (common clients use up to an hour), plus skew.
+GATEHOUSE_CLIENT_ASSERTION_MAX_AGE_SECONDS = 3600
+GATEHOUSE_CLOCK_SKEW_SECONDS = 60
+GATEHOUSE_CLIENT_JWKS_CACHE_SECONDS = 300
+GATEHOUSE_CLIENT_JWKS_FETCH_TIMEOUT_SECONDS = 3
+# Dynamic client registration: the organization new clients join and who owns them (empty: its first admin).
+GATEHOUSE_DCR_ORGANIZATION = env.text("GATEHOUSE_DCR_ORGANIZATION", default="")
+GATEHOUSE_DCR_OWNER = env.text("GATEHOUSE_DCR_OWNER", default="")
+GATEHOUSE_DCR_OPEN = env.flag("GATEHOUSE_DCR_OPEN", default=True)
+# Audit every successful introspection (one event per tool call: heavy); refusals are always audited.
+GATEHOUSE_AUDIT_INTROSPECTION = env.flag("GATEHOUSE_AUDIT_INTROSPECTION", default=False)
 
 LOGGING = {
     "version": 1,

@@ -2,7 +2,7 @@
 
 * :class:`SigningKey`: the keys that sign JWT access tokens, private halves encrypted at rest.
 * :class:`TokenRecord`: per-token facts (jti, audience, agent, user, act, cnf, acr) beside DOT's AccessToken.
-* :class:`InitialAccessToken`: an admin-issued credential that lets dynamic registration skip the pending state.
+* :class:`InitialAccessToken`: lets dynamic registration skip the pending state.
 """
 
 from __future__ import annotations
@@ -38,20 +38,29 @@ class SigningKey(models.Model):
 
     kid = models.CharField(max_length=64, unique=True)
     alg = models.CharField(max_length=16, default="ES256")
-    private_key_encrypted = models.TextField(help_text="PKCS#8 PEM, Fernet-encrypted with a key derived from SECRET_KEY.")
+    private_key_encrypted = models.TextField(
+        help_text="PKCS#8 PEM, Fernet-encrypted with a key derived from SECRET_KEY."
+    )
     public_jwk = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
-    activated_at = models.DateTimeField(help_text="Signs from this moment on; published in the JWKS from creation.")
-    retired_at = models.DateTimeField(null=True, blank=True, help_text="Stops signing; stays published a while.")
+    activated_at = models.DateTimeField(
+        help_text="Signs from this moment on; published in the JWKS from creation."
+    )
+    retired_at = models.DateTimeField(
+        null=True, blank=True, help_text="Stops signing; stays published a while."
+    )
 
     objects = SigningKeyQuerySet.as_manager()
 
     class Meta:
         ordering = ["-activated_at"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(alg__in=["ES256", "EdDSA"]), name="signingkey_alg_valid"),
             models.CheckConstraint(
-                condition=models.Q(retired_at__isnull=True) | models.Q(retired_at__gte=models.F("activated_at")),
+                condition=models.Q(alg__in=["ES256", "EdDSA"]), name="signingkey_alg_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(retired_at__isnull=True)
+                | models.Q(retired_at__gte=models.F("activated_at")),
                 name="signingkey_retired_after_activated",
             ),
         ]
@@ -71,7 +80,11 @@ class TokenRecord(models.Model):
     tool_server = models.ForeignKey(ToolServer, on_delete=models.CASCADE, related_name="token_records")
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="token_records")
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="token_records"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="token_records",
     )
     subject = models.CharField(max_length=255)
     client_id = models.CharField(max_length=255)
@@ -99,7 +112,9 @@ class TokenRecord(models.Model):
 class InitialAccessToken(models.Model):
     """RFC 7591 §3: an admin-issued credential; a registration carrying it is active at once."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="initial_access_tokens")
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="initial_access_tokens"
+    )
     token_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the token, hex.")
     label = models.CharField(max_length=200, blank=True)
     created_by = models.ForeignKey(
@@ -107,6 +122,9 @@ class InitialAccessToken(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
+    ceiling = models.TextField(
+        blank=True, help_text="Capability keys the registered agent's ceiling receives."
+    )
     max_uses = models.PositiveIntegerField(default=1)
     uses = models.PositiveIntegerField(default=0)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -114,7 +132,9 @@ class InitialAccessToken(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(uses__lte=models.F("max_uses")), name="iat_uses_bounded"),
+            models.CheckConstraint(
+                condition=models.Q(uses__lte=models.F("max_uses")), name="iat_uses_bounded"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,184 @@
+"""RFC 7523 client authentication (private_key_jwt), for agents and tool servers.
+
+The assertion is verified with jwcrypto against the client's registered JWKS (or its JWKS URI, fetched with a
+short timeout and cached).  ``iss`` = ``sub`` = client_id, ``aud`` names this issuer or the endpoint called,
+``exp`` is required and at most an hour (plus skew) ahead, and a ``jti`` is accepted once: the replay cache is
+Django's cache (Redis in production), keyed per client, for the assertion's remaining lifetime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from django.core.cache import cache
+from jwcrypto import jwk, jws, jwt
+from jwcrypto.common import JWException
+
+log = logging.getLogger(__name__)
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# Asymmetric only: a shared-secret (HS*) or unsigned (none) assertion proves nothing about a key pair.
+ALLOWED_ALGS = ["ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
+SIGNING_ALG_VALUES = ["ES256", "EdDSA", "RS256", "PS256"]
+MAX_ASSERTION_LENGTH = 8192
+MAX_JWKS_BYTES = 64 * 1024
+
+
+class AssertionRejected(Exception):
+    """The assertion does not authenticate the client; ``reason`` is fixed text safe to audit."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VerifiedAssertion:
+    client_id: str
+    jti: str
+    kid: str
+
+
+def unverified_issuer(assertion: str) -> str | None:
+    """The ``iss`` claim before verification: only to find which client's keys to try."""
+    if not isinstance(assertion, str) or len(assertion) > MAX_ASSERTION_LENGTH:
+        return None
+    try:
+        token = jws.JWS()
+        token.deserialize(assertion)
+        claims = json.loads(token.objects["payload"])
+    except (JWException, ValueError, KeyError, TypeError):
+        return None
+    iss = claims.get("iss") if isinstance(claims, dict) else None
+    return iss if isinstance(iss, str) and 0 < len(iss) <= 255 else None
+
+
+def _fetch_jwks(uri: str, *, force: bool = False) -> dict:
+    cache_key = "gh:client-jwks:" + hashlib.sha256(uri.encode()).hexdigest()
+    stamp_key = cache_key + ":fetched"
+    if not force:
+        cached = cache.get(cache_key)
+        if cached is not None:
+            return cached
+    elif (cache.get(stamp_key) or 0) > time.time() - 30:
+        return cache.get(cache_key) or {"keys": []}
+    parts = urlsplit(uri)
+    loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+    if parts.scheme != "https" and not (parts.scheme == "http" and (loopback or settings.DEBUG)):
+        raise AssertionRejected("the client's jwks_uri is not https")
+    try:
+        response = requests.get(
+            uri,
+            timeout=settings.GATEHOUSE_CLIENT_JWKS_FETCH_TIMEOUT_SECONDS,
+            allow_redirects=False,
+            stream=True,
+        )
+        body = response.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
+        response.close()
+    except requests.RequestException:
+        log.warning("fetching a client's jwks_uri failed")
+        raise AssertionRejected("the client's jwks_uri could not be fetched") from None
+    if response.status_code != 200 or len(body) > MAX_JWKS_BYTES:
+        raise AssertionRejected("the client's jwks_uri did not answer with a JWK Set")
+    try:
+        keys = json.loads(body)
+        if not isinstance(keys, dict) or not isinstance(keys.get("keys"), list):
+            raise ValueError
+    except ValueError:
+        raise AssertionRejected("the client's jwks_uri did not answer with a JWK Set") from None
+    cache.set(cache_key, keys, settings.GATEHOUSE_CLIENT_JWKS_CACHE_SECONDS)
+    cache.set(stamp_key, time.time(), settings.GATEHOUSE_CLIENT_JWKS_CACHE_SECONDS)
+    return keys
+
+
+def _candidate_keys(jwks: dict, *, kid: str | None, alg: str) -> list[jwk.JWK]:
+    kty = "OKP" if alg == "EdDSA" else "EC" if alg.startswith("ES") else "RSA"
+    keys = []
+    for member in jwks.get("keys", []):
+        if not isinstance(member, dict) or member.get("kty") != kty:
+            continue
+        if kid is not None and member.get("kid") != kid:
+            continue
+        if member.get("use") not in (None, "sig"):
+            continue
+        try:
+            key = jwk.JWK(**member)
+        except Exception:  # noqa: S112 - a malformed registered key is skipped, not fatal
+            continue
+        if not key.has_private:
+            keys.append(key)
+    return keys
+
+
+def verify_assertion(
+    assertion: str, *, client_id: str, jwks: dict, jwks_uri: str, audiences: set[str]
+) -> VerifiedAssertion:
+    """Verify a client assertion for ``client_id``; raise :class:`AssertionRejected` otherwise."""
+    if not isinstance(assertion, str) or len(assertion) > MAX_ASSERTION_LENGTH:
+        raise AssertionRejected("the assertion is missing or too long")
+    try:
+        parsed = jws.JWS()
+        parsed.deserialize(assertion)
+        header = parsed.jose_header
+    except (JWException, ValueError, TypeError):
+        raise AssertionRejected("the assertion is not a compact JWS") from None
+    alg = header.get("alg") if isinstance(header, dict) else None
+    if alg not in ALLOWED_ALGS:
+        raise AssertionRejected("the assertion's algorithm is not allowed")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise AssertionRejected("the assertion's kid is malformed")
+    candidates = _candidate_keys(jwks, kid=kid, alg=alg) if jwks else []
+    if not candidates and jwks_uri:
+        candidates = _candidate_keys(_fetch_jwks(jwks_uri), kid=kid, alg=alg)
+        if not candidates and kid is not None:  # the client may have rotated its keys since we cached them
+            candidates = _candidate_keys(_fetch_jwks(jwks_uri, force=True), kid=kid, alg=alg)
+    if not candidates:
+        raise AssertionRejected("no registered key matches the assertion")
+    claims = None
+    for key in candidates:
+        try:
+            token = jwt.JWT(jwt=assertion, key=key, algs=[alg], check_claims=False, expected_type="JWS")
+            claims = json.loads(token.claims)
+            break
+        except (JWException, ValueError, TypeError):
+            continue
+    if not isinstance(claims, dict):
+        raise AssertionRejected("the assertion's signature does not verify")
+    return _check_claims(claims, client_id=client_id, audiences=audiences, kid=kid or "")
+
+
+def _check_claims(claims: dict, *, client_id: str, audiences: set[str], kid: str) -> VerifiedAssertion:
+    if claims.get("iss") != client_id or claims.get("sub") != client_id:
+        raise AssertionRejected("iss and sub must both be the client_id")
+    aud = claims.get("aud")
+    aud_values = aud if isinstance(aud, list) else [aud]
+    if not any(isinstance(a, str) and a in audiences for a in aud_values):
+        raise AssertionRejected("aud must be the issuer or the endpoint")
+    now = time.time()
+    skew = settings.GATEHOUSE_CLOCK_SKEW_SECONDS
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raise AssertionRejected("exp is required")
+    if exp <= now - skew:
+        raise AssertionRejected("the assertion has expired")
+    if exp > now + settings.GATEHOUSE_CLIENT_ASSERTION_MAX_AGE_SECONDS + skew:
+        raise AssertionRejected("the assertion lives too long")
+    for name in ("iat", "nbf"):
+        value = claims.get(name)
+        if value is not None and (not isinstance(value, int | float) or value > now + skew):
+            raise AssertionRejected(f"{name} is in the future")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 0 < len(jti) <= 255:
+        raise AssertionRejected("jti is required")
+    replay_key = "gh:jti:" + hashlib.sha256(f"{client_id}\x00{jti}".encode()).hexdigest()
+    if not cache.add(replay_key, 1, timeout=int(exp - now + skew) + 1):
+        raise AssertionRejected("the assertion was already used")
+    return VerifiedAssertion(client_id=client_id, jti=jti, kid=kid)

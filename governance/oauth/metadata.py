@@ -1,0 +1,68 @@
+"""RFC 8414 authorization-server metadata and the JWKS of the access-token signing keys.
+
+Truthful by construction: each endpoint is reversed from the URL configuration, each supported value is the
+constant the code enforces.  ``issuer`` is ``GATEHOUSE_ISSUER`` byte for byte (clients compare it exactly).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import JsonResponse
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from governance.models.agents import TokenEndpointAuthMethod
+from governance.oauth import signing_keys
+from governance.oauth.client_auth import SIGNING_ALG_VALUES
+from governance.oauth.server import GRANT_TYPES_SUPPORTED
+from governance.oauth.views import oauth_endpoint
+
+
+def _url(name: str) -> str:
+    return settings.GATEHOUSE_ISSUER + reverse(name)
+
+
+def metadata_document() -> dict:
+    client_methods = [m.value for m in TokenEndpointAuthMethod]
+    confidential_methods = [m for m in client_methods if m != TokenEndpointAuthMethod.NONE]
+    return {
+        "issuer": settings.GATEHOUSE_ISSUER,
+        "authorization_endpoint": _url("oauth:authorize"),
+        "token_endpoint": _url("oauth:token"),
+        "jwks_uri": _url("oauth:jwks"),
+        "registration_endpoint": _url("oauth:register"),
+        "revocation_endpoint": _url("oauth:revoke"),
+        "introspection_endpoint": _url("oauth:introspect"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": GRANT_TYPES_SUPPORTED,
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": client_methods,
+        "token_endpoint_auth_signing_alg_values_supported": SIGNING_ALG_VALUES,
+        "revocation_endpoint_auth_methods_supported": client_methods,
+        "revocation_endpoint_auth_signing_alg_values_supported": SIGNING_ALG_VALUES,
+        "introspection_endpoint_auth_methods_supported": confidential_methods,
+        "introspection_endpoint_auth_signing_alg_values_supported": SIGNING_ALG_VALUES,
+        "authorization_response_iss_parameter_supported": True,
+        "client_id_metadata_document_supported": False,
+    }
+
+
+@require_GET
+def _metadata(request):
+    response = JsonResponse(metadata_document())
+    response["Cache-Control"] = "public, max-age=300"
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@require_GET
+def _jwks(request):
+    response = JsonResponse(signing_keys.jwks())
+    response["Cache-Control"] = f"public, max-age={settings.GATEHOUSE_JWKS_MAX_AGE_SECONDS}"
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+authorization_server_metadata = oauth_endpoint("metadata")(_metadata)
+jwks = oauth_endpoint("jwks")(_jwks)

@@ -1,0 +1,130 @@
+"""Scoping at issue: which requested capabilities a token may carry, for whom, on which audience, how long.
+
+``evaluate_request`` is the single rule, used by the token endpoint and by the consent page.  A token may
+carry a capability only when an active grant covers it for this user and agent (a background agent: its own
+service grants) on the token's one audience.  The lifetime is the smallest of the default, each capability's
+``max_token_lifetime`` and each covering grant's remaining time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils import timezone
+
+from governance.models import Agent, Capability, Grant, ToolServer, User
+from governance.models.agents import AgentKind
+
+MAX_SCOPE_LENGTH = 2000
+MAX_SCOPES = 50
+MAX_RESOURCE_LENGTH = 500
+
+
+class BrokerRefusal(Exception):
+    """An OAuth error decided by the broker; ``description`` is fixed text, never request data."""
+
+    def __init__(self, error: str, description: str, **details):
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.details = details
+
+
+@dataclass
+class ScopeDecision:
+    requested: list[str]
+    allowed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    needs_approval: list[str] = field(default_factory=list)
+    outside_ceiling: list[str] = field(default_factory=list)
+    lifetime_seconds: int = 0
+    grants: list[Grant] = field(default_factory=list, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Every requested capability is covered: a token may be issued."""
+        return bool(self.requested) and not self.refused
+
+    @property
+    def grantable(self) -> list[str]:
+        """Refused now, but a user may consent to them (inside the ceiling, no approval needed)."""
+        blocked = set(self.outside_ceiling) | set(self.needs_approval)
+        return [key for key in self.refused if key not in blocked]
+
+
+def default_lifetime() -> int:
+    return int(settings.GATEHOUSE_DEFAULT_TOKEN_LIFETIME.total_seconds())
+
+
+def evaluate_request(
+    *, agent: Agent, user: User | None, audience: ToolServer, requested: list[str]
+) -> ScopeDecision:
+    """Split ``requested`` capability keys into allowed and refused for a token on ``audience``."""
+    requested = list(dict.fromkeys(requested))
+    decision = ScopeDecision(requested=requested)
+    now = timezone.now()
+    owner = None if agent.kind == AgentKind.BACKGROUND else user
+    capabilities = {c.key: c for c in Capability.objects.filter(tool_server=audience, key__in=requested)}
+    ceiling = set(agent.ceiling.filter(tool_server=audience, key__in=requested).values_list("key", flat=True))
+    grants: dict[str, Grant] = {}
+    if owner is not None or agent.kind == AgentKind.BACKGROUND:
+        for grant in (
+            Grant.objects.active(at=now)
+            .filter(agent=agent, user=owner, capability__tool_server=audience, capability__key__in=requested)
+            .select_related("capability")
+        ):
+            grants[grant.capability.key] = grant
+    if agent.kind == AgentKind.INTERACTIVE and (user is None or not user.is_active):
+        grants = {}
+    lifetime = default_lifetime()
+    for key in requested:
+        capability = capabilities.get(key)
+        if capability is None or key not in ceiling:
+            decision.outside_ceiling.append(key)
+            decision.refused.append(key)
+        elif key in grants:
+            grant = grants[key]
+            decision.allowed.append(key)
+            decision.grants.append(grant)
+            lifetime = min(lifetime, capability.max_token_lifetime)
+            if grant.expires_at is not None:
+                lifetime = min(lifetime, int((grant.expires_at - now).total_seconds()))
+        else:
+            decision.refused.append(key)
+            if capability.requires_approval:
+                decision.needs_approval.append(key)
+    decision.lifetime_seconds = max(lifetime, 0) if decision.allowed else 0
+    return decision
+
+
+def parse_scope(scope: str | None) -> list[str]:
+    """Split a scope parameter; refuse oversized input before it reaches a query."""
+    if not scope:
+        return []
+    if len(scope) > MAX_SCOPE_LENGTH:
+        raise BrokerRefusal("invalid_scope", "The scope parameter is too long.")
+    keys = scope.split()
+    if len(keys) > MAX_SCOPES:
+        raise BrokerRefusal("invalid_scope", "Too many scopes were requested.")
+    return keys
+
+
+def resolve_audience(resources: list[str], *, agent: Agent) -> ToolServer:
+    """RFC 8707: exactly one ``resource``, a registered tool server of the agent's organization."""
+    resources = list(dict.fromkeys(r for r in resources if r))
+    if not resources:
+        raise BrokerRefusal(
+            "invalid_target", "A resource parameter naming one registered tool server is required."
+        )
+    if len(resources) > 1:
+        raise BrokerRefusal("invalid_target", "A token is issued for exactly one resource.")
+    resource = resources[0]
+    if not isinstance(resource, str) or len(resource) > MAX_RESOURCE_LENGTH:
+        raise BrokerRefusal("invalid_target", "The resource is not a registered tool server.")
+    server = ToolServer.objects.filter(audience=resource, organization_id=agent.organization_id).first()
+    if server is None:
+        raise BrokerRefusal(
+            "invalid_target", "The resource is not a registered tool server.", resource=resource
+        )
+    return server

@@ -1,0 +1,115 @@
+"""Keys that sign access tokens: stored in the database, private halves encrypted at rest.
+
+The encryption key is derived from ``SECRET_KEY`` with HKDF-SHA256 and used through Fernet (AES-128-CBC +
+HMAC-SHA256), so a database dump alone does not yield a signing key.  Changing ``SECRET_KEY`` makes the
+stored keys unreadable: rotate the signing keys (``manage.py signing_keys rotate --now``) when you do.
+
+Rotation: a new key is published in the JWKS at once and signs only after
+``GATEHOUSE_SIGNING_KEY_PUBLISH_SECONDS`` (so cached JWKS copies learn it first); the previous key signs
+until then and stays published until every token it signed has expired.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from functools import lru_cache
+
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from jwcrypto import jwk
+
+from governance.models import SigningKey
+
+CURVES = {"ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519")}
+
+
+def _fernet() -> Fernet:
+    return _fernet_for(settings.SECRET_KEY)
+
+
+@lru_cache(maxsize=4)
+def _fernet_for(secret_key: str) -> Fernet:
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"gatehouse", info=b"gatehouse signing keys v1"
+    ).derive(secret_key.encode())
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
+def longest_token_lifetime() -> int:
+    """How long a token signed now may live: the broker's default lifetime bounds every token."""
+    return int(settings.GATEHOUSE_DEFAULT_TOKEN_LIFETIME.total_seconds())
+
+
+def _new_key_material(alg: str) -> jwk.JWK:
+    kty, curve = CURVES[alg]
+    return jwk.JWK.generate(kty=kty, crv=curve)
+
+
+def create_key(*, alg: str | None = None, activate_at=None) -> SigningKey:
+    alg = alg or settings.GATEHOUSE_SIGNING_ALG
+    if alg not in CURVES:
+        raise ValueError(f"unsupported signing algorithm {alg!r}; use ES256 or EdDSA")
+    key = _new_key_material(alg)
+    kid = key.thumbprint()
+    public = json.loads(key.export_public())
+    public.update({"kid": kid, "alg": alg, "use": "sig"})
+    pem = key.export_to_pem(private_key=True, password=None)
+    return SigningKey.objects.create(
+        kid=kid,
+        alg=alg,
+        private_key_encrypted=_fernet().encrypt(pem).decode(),
+        public_jwk=public,
+        activated_at=activate_at or timezone.now(),
+    )
+
+
+def rotate(*, alg: str | None = None, now: bool = False) -> SigningKey:
+    """Create the next key; signs after the publish delay (at once with ``now``); retires the others."""
+    at = timezone.now()
+    activate_at = at if now else at + timedelta(seconds=settings.GATEHOUSE_SIGNING_KEY_PUBLISH_SECONDS)
+    with transaction.atomic():
+        new = create_key(alg=alg, activate_at=activate_at)
+        SigningKey.objects.exclude(pk=new.pk).filter(retired_at__isnull=True).update(retired_at=activate_at)
+    return new
+
+
+def signing_key() -> tuple[SigningKey, jwk.JWK]:
+    """The key that signs now (created on first use, so a fresh install works without a command)."""
+    key = SigningKey.objects.signing().order_by("-activated_at").first()
+    if key is None:
+        with transaction.atomic():
+            key = SigningKey.objects.select_for_update().signing().order_by("-activated_at").first()
+            if key is None:
+                key = create_key()
+    return key, _private_jwk(key.pk, key.private_key_encrypted)
+
+
+@lru_cache(maxsize=16)
+def _private_jwk(pk: int, encrypted: str) -> jwk.JWK:
+    return jwk.JWK.from_pem(_fernet().decrypt(encrypted.encode()))
+
+
+def published_keys():
+    return SigningKey.objects.published(
+        grace_seconds=longest_token_lifetime() + settings.GATEHOUSE_CLOCK_SKEW_SECONDS
+    )
+
+
+def jwks() -> dict:
+    """The public JWK Set served at ``jwks_uri``."""
+    if not SigningKey.objects.exists():
+        signing_key()
+    return {"keys": [key.public_jwk for key in published_keys().order_by("-activated_at")]}
+
+
+def public_jwk_set() -> jwk.JWKSet:
+    keyset = jwk.JWKSet()
+    for key in published_keys():
+        keyset.add(jwk.JWK(**key.public_jwk))
+    return keyset
