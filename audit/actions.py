@@ -48,6 +48,9 @@ class Action(models.TextChoices):
     DPOP_PROOF_REFUSED = "dpop.proof_refused"
     STEP_UP_REQUIRED = "step_up.required"
     STEP_UP_COMPLETED = "step_up.completed"
+    MFA_ENROLLED = "mfa.enrolled"
+    MFA_CONFIRMED = "mfa.confirmed"
+    MFA_REMOVED = "mfa.removed"
 
     DECISION_ALLOWED = "decision.allowed"
     DECISION_DENIED = "decision.denied"

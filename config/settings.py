@@ -146,6 +146,13 @@ if not DEBUG:
     if env.flag("SECURE_PROXY_SSL_HEADER", default=False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# Step-up (governance.auth_levels): how recent a second factor must be for capabilities and portal actions
+# marked for step-up; the issuer name shown in authenticator apps; seconds of back-off after the first wrong
+# code (doubling with each further one, django-otp's throttling).
+GATEHOUSE_STEP_UP_MAX_AGE_SECONDS = env.integer("GATEHOUSE_STEP_UP_MAX_AGE_SECONDS", default=300)
+OTP_TOTP_ISSUER = env.text("GATEHOUSE_STEP_UP_TOTP_ISSUER", default="Gatehouse")
+OTP_TOTP_THROTTLE_FACTOR = env.integer("GATEHOUSE_STEP_UP_THROTTLE_SECONDS", default=1)
+
 # Number of trusted reverse proxies in front of Gatehouse; the client IP is read from X-Forwarded-For
 # only through that many hops.  0 means REMOTE_ADDR is the client.
 GATEHOUSE_TRUSTED_PROXY_COUNT = env.integer("GATEHOUSE_TRUSTED_PROXY_COUNT", default=0)

@@ -13,3 +13,6 @@ class GovernanceConfig(AppConfig):
 
         pre_migrate.connect(_triggers.before_migrate, sender=self, dispatch_uid="governance_triggers_down")
         post_migrate.connect(_triggers.after_migrate, sender=self, dispatch_uid="governance_triggers_up")
+
+        # Any login records the password level and auth_time in the session (governance.auth_levels).
+        from governance import auth_levels  # noqa: F401

@@ -1,7 +1,7 @@
 """Portal pages (sign-in, the signed-in user's grants, …), mounted at /portal/."""
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from governance import views
 
@@ -18,4 +18,5 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(next_page="governance:login"), name="logout"),
+    path("mfa/", include("governance.mfa.urls")),  # second factor: enrol, verify, remove (step-up)
 ]
