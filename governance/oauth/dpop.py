@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ MAX_HTM = 16
 MAX_HTU = 2048
 MAX_NONCE = 256
 MAX_ATH = 128
+MAX_NUMERIC_DATE = 2**53  # also refuses NaN, which compares false with everything
 # The signature may be empty here so that an unsigned (alg none) proof is refused for its alg.
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _NONCE_SALT = "gatehouse.oauth.dpop.nonce"
@@ -196,6 +196,10 @@ def normalize_htu(uri: str) -> str | None:
 # --- parsing ------------------------------------------------------------------------------------------
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError("NaN and Infinity are not JSON")
+
+
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
@@ -207,7 +211,9 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _json_object(segment: str) -> dict[str, Any]:
     try:
-        value = json.loads(base64url_decode(segment), object_pairs_hook=_refuse_duplicates)
+        value = json.loads(
+            base64url_decode(segment), object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
+        )
     except (ValueError, UnicodeDecodeError):
         raise DPoPError("malformed") from None
     if not isinstance(value, dict):
@@ -264,7 +270,7 @@ def _claims(payload: dict[str, Any]) -> tuple[str, str, str, int]:
         raise DPoPError("claims")
     if not isinstance(htu, str) or not 0 < len(htu) <= MAX_HTU:
         raise DPoPError("claims")
-    if isinstance(iat, bool) or not isinstance(iat, int | float) or not math.isfinite(iat):
+    if isinstance(iat, bool) or not isinstance(iat, int | float) or not 0 < iat < MAX_NUMERIC_DATE:
         raise DPoPError("claims")
     for name, limit in (("nonce", MAX_NONCE), ("ath", MAX_ATH)):
         if name in payload and (not isinstance(payload[name], str) or not 0 < len(payload[name]) <= limit):

@@ -214,6 +214,8 @@ def test_a_missing_claim_is_refused(key, claim):
         {"jti": 7},
         {"iat": "now"},
         {"iat": True},
+        {"iat": 10**400},
+        {"iat": -5},
         {"htm": ["POST"]},
         {"nonce": 12},
         {"ath": ""},
@@ -223,6 +225,16 @@ def test_a_missing_claim_is_refused(key, claim):
 def test_a_claim_of_the_wrong_type_or_size_is_refused(key, claims):
     proof = make_proof("POST", TOKEN_URL, key, claims=claims)
     refused("claims", headers=[proof], method="POST", url=TOKEN_URL)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_numbers_are_refused(key, constant):
+    header, _payload, signature = make_proof("POST", TOKEN_URL, key).split(".")
+    raw = f'{{"jti": "x", "htm": "POST", "htu": "{TOKEN_URL}", "iat": {constant}}}'
+    proof = f"{header}.{base64url_encode(raw.encode())}.{signature}"
+    with pytest.raises(DPoPError) as caught:
+        verify_proof(headers=[proof], method="POST", url=TOKEN_URL)
+    assert caught.value.error == "invalid_dpop_proof"
 
 
 def test_the_wrong_method_is_refused_and_does_not_burn_the_jti(key):
