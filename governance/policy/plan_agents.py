@@ -111,9 +111,11 @@ def _plan_ceiling(planner: Planner, spec, current, wanted: set[str]) -> None:
         (g.capability, g.user) for g in planner.spec.grants
         if g.revoked and (g.organization, g.agent) == (spec.organization, spec.name)
     }
-    for grant in planner.world.open_grants.values():
-        if grant.agent_id != current.pk or grant.capability.key not in removed:
-            continue
+    blocking = sorted(
+        (g for g in planner.world.open_grants.values() if g.agent_id == current.pk and g.capability.key in removed),
+        key=lambda g: (g.capability.key, g.user.username if g.user else ""),
+    )
+    for grant in blocking:
         if (grant.capability.key, grant.user.username if grant.user else None) not in revoked_in_file:
             who = f"for {grant.user.username}" if grant.user else "(service grant)"
             planner.fail(join(spec.path, "ceiling"), f"removing {grant.capability.key} needs its open grant "

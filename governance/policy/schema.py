@@ -10,18 +10,20 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
 from governance.errors import InvalidInput
 from governance.keys import validate_public_jwks
 from governance.models import RiskLevel, Role
 from governance.models.agents import AgentKind, AgentStatus
-from governance.policy.errors import Problem
+from governance.policy.errors import Problem, show
 from governance.policy.reader import Reader, join
 
 VERSION = 1
 MAX_ENTRIES = 2000
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.@+_-]{0,149}")
-EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}")
 CAPABILITY_KEY = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 PARAMETER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 CONSTRAINT_RULES = {"equals", "in", "max", "min", "pattern", "max_length"}
@@ -167,12 +169,23 @@ def _user(reader: Reader, item, path: str, default_org: str | None) -> UserSpec 
         organization=_organization(reader, entry, path, default_org),
         username=reader.text(entry, "username", path, required=True, max_length=150, pattern=USERNAME,
                              hint="a user name (letters, digits and . @ + _ -)"),
-        email=reader.text(entry, "email", path, max_length=254, pattern=EMAIL, hint="an e-mail address"),
+        email=_email(reader, entry, path),
         first_name=reader.text(entry, "first_name", path, max_length=150),
         last_name=reader.text(entry, "last_name", path, max_length=150),
         role=reader.choice(entry, "role", path, choices=list(Role.values), default=Role.MEMBER.value),
         active=reader.flag(entry, "active", path, default=True),
     )
+
+
+def _email(reader: Reader, entry: dict, path: str) -> str | None:
+    value = reader.text(entry, "email", path, max_length=254)
+    if value:
+        try:
+            validate_email(value)
+        except ValidationError:
+            reader.fail(join(path, "email"), f"{show(value)} is not an e-mail address")
+            return None
+    return value
 
 
 def _tool_server(reader: Reader, item, path: str, default_org: str | None) -> ToolServerSpec | None:
