@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from governance.models import Agent, Capability, Grant, User
+from governance.models import Agent, Capability, Grant, Organization, ToolServer, User
 
 
 def _org_filter(viewer: User) -> dict:
@@ -19,6 +19,34 @@ def agents_visible_to(viewer: User) -> QuerySet[Agent]:
 def grants_visible_to(viewer: User) -> QuerySet[Grant]:
     return Grant.objects.filter(**_org_filter(viewer)).select_related(
         "agent", "user", "capability__tool_server", "granted_by", "revoked_by"
+    )
+
+
+def _scoped(queryset: QuerySet, viewer: User, field: str) -> QuerySet:
+    """Restrict to the viewer's organization through ``field``; nothing for a non-superuser without one."""
+    if viewer.is_superuser:
+        return queryset
+    if viewer.organization_id is None:
+        return queryset.none()
+    return queryset.filter(**{field: viewer.organization_id})
+
+
+def organizations_visible_to(viewer: User) -> QuerySet[Organization]:
+    return _scoped(Organization.objects.all(), viewer, "pk")
+
+
+def users_visible_to(viewer: User) -> QuerySet[User]:
+    return _scoped(User.objects.select_related("organization"), viewer, "organization_id")
+
+
+def tool_servers_visible_to(viewer: User) -> QuerySet[ToolServer]:
+    queryset = ToolServer.objects.select_related("organization", "application")
+    return _scoped(queryset, viewer, "organization_id")
+
+
+def capabilities_visible_to(viewer: User) -> QuerySet[Capability]:
+    return _scoped(
+        Capability.objects.select_related("tool_server__organization"), viewer, "tool_server__organization_id"
     )
 
 
