@@ -14,12 +14,13 @@ from django.conf import settings
 from django.shortcuts import render
 from oauth2_provider.exceptions import OAuthToolkitError
 from oauth2_provider.models import get_application_model
-from oauth2_provider.views import AuthorizationView
 
 from governance.errors import GovernanceError
 from governance.models import Agent, Capability, ToolServer
 from governance.models.agents import AgentKind
+from governance.oauth import context as broker_context
 from governance.oauth.scoping import BrokerRefusal, evaluate_request, parse_scope, resolve_audience
+from governance.oauth.views import AuthorizationView
 from governance.services.consent import authorization_refuse, consent_deny, grant_consent, needs_approver
 
 GRANTED = "granted"
@@ -131,22 +132,17 @@ class ConsentView(AuthorizationView):
             .first()
         )
 
-    def _check(self, *, client_id: str, resources: list[str], scopes: list[str]) -> ConsentPlan:
-        agent = self._agent(client_id)
+    def _check_parties(self, client_id: str) -> Agent | None:
+        """Before oauthlib speaks: a known agent that is not active, or of another organization, gets a
+        plain page (never a redirect to a client that may be compromised).  Unknown clients: oauthlib."""
+        agent = self.agent = self._agent(client_id)
         if agent is None:
-            raise Refusal("This application is not a registered agent.", reason="not an agent", status=400)
-        self.agent = agent
+            return None
         if not agent.is_active:
             raise Refusal(
                 f"The agent {agent.name} is {agent.get_status_display().lower()}; it cannot be authorized.",
                 reason=f"agent {agent.status}",
                 status=403,
-            )
-        if agent.kind != AgentKind.INTERACTIVE:
-            raise Refusal(
-                f"The agent {agent.name} is a background agent; it does not act for people.",
-                reason="background agent at the authorization endpoint",
-                redirect_error="unauthorized_client",
             )
         user = self.request.user
         if user.organization_id is None or user.organization_id != agent.organization_id:
@@ -154,6 +150,17 @@ class ConsentView(AuthorizationView):
                 "Your account cannot authorize this agent: it belongs to another organization.",
                 reason="user of another organization",
                 status=403,
+            )
+        return agent
+
+    def _check_request(self, *, agent: Agent | None, resources: list[str], scopes: list[str]) -> ConsentPlan:
+        if agent is None:
+            raise Refusal("This application is not a registered agent.", reason="not an agent", status=400)
+        if agent.kind != AgentKind.INTERACTIVE:
+            raise Refusal(
+                f"The agent {agent.name} is a background agent; it does not act for people.",
+                reason="background agent at the authorization endpoint",
+                redirect_error="unauthorized_client",
             )
         try:
             # The broker's rules for resource and scope, so the page and the token endpoint agree.
@@ -171,7 +178,7 @@ class ConsentView(AuthorizationView):
                 reason="no scope",
                 redirect_error="invalid_scope",
             )
-        return plan_consent(agent=agent, user=user, tool_server=tool_server, requested=scopes)
+        return plan_consent(agent=agent, user=self.request.user, tool_server=tool_server, requested=scopes)
 
     def _refuse(
         self,
@@ -205,17 +212,44 @@ class ConsentView(AuthorizationView):
             self.request, self.error_template_name, {"sentence": refusal.sentence}, status=refusal.status
         )
 
+    def dispatch(self, request, *args, **kwargs):
+        token = broker_context.begin("authorize")
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            broker_context.end(token)
+
+    def _audit_oauth_error(self, error: OAuthToolkitError, *, client_id: str, resources: list[str], scopes):
+        trace = broker_context.trace()
+        if trace.recorded:  # the broker already wrote the event (an elevation attempt)
+            return
+        authorization_refuse(
+            actor=self.request.user,
+            agent=getattr(self, "agent", None),
+            reason=trace.reason or str(getattr(error.oauthlib_error, "error", "invalid_request")),
+            client_id=client_id[:255],
+            audience=" ".join(resources)[:500],
+            capabilities=scopes[:50],
+        )
+
     # --- GET: show the page ------------------------------------------------------------------------
     def get(self, request, *args, **kwargs):
+        client_id = request.GET.get("client_id", "")
+        resources = request.GET.getlist("resource")
+        asked = request.GET.get("scope", "").split()
+        try:
+            agent = self._check_parties(client_id)
+        except Refusal as refusal:
+            return self._refuse(
+                refusal, client_id=client_id, resources=resources, scopes=asked, redirect_uri=None, state=None
+            )
         try:
             scopes, credentials = self.validate_authorization_request(request)
         except OAuthToolkitError as error:
-            return self.error_response(error, application=None)
-        resources = request.GET.getlist("resource")
+            self._audit_oauth_error(error, client_id=client_id, resources=resources, scopes=asked)
+            return self.error_response(error, application=agent.application if agent else None)
         try:
-            self.plan = self._check(
-                client_id=credentials["client_id"], resources=resources, scopes=list(scopes)
-            )
+            self.plan = self._check_request(agent=agent, resources=resources, scopes=list(scopes))
         except Refusal as refusal:
             return self._refuse(
                 refusal,
@@ -249,7 +283,8 @@ class ConsentView(AuthorizationView):
         client_id, scopes = data["client_id"], data.get("scope", "").split()
         resources = (data.get("resource") or "").split()
         try:
-            plan = self._check(client_id=client_id, resources=resources, scopes=scopes)
+            agent = self._check_parties(client_id)
+            plan = self._check_request(agent=agent, resources=resources, scopes=scopes)
         except Refusal as refusal:
             # Without a validated redirect URI (the form is the client's words), show the page only.
             return self._refuse(

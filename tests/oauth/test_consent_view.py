@@ -77,7 +77,7 @@ def events(action):
     return list(AuditEvent.objects.filter(action=action).order_by("seq"))
 
 
-ALL = "records.read_own records.write_note records.delete records.export records.read_all"
+ALL = "records.read_own records.write_note records.delete records.export"
 
 
 def test_anonymous_visitor_is_sent_to_the_portal_sign_in(voice, tool_server):
@@ -89,7 +89,7 @@ def test_anonymous_visitor_is_sent_to_the_portal_sign_in(voice, tool_server):
 def test_page_shows_agent_tool_server_and_each_capability_status(browser, voice, tool_server, member, caps):
     GrantFactory(agent=voice, user=member, capability=caps["read"])
     response = browser.get(reverse("oauth:authorize"), authorize_params(voice, tool_server, ALL))
-    assert response.status_code == 200
+    assert response.status_code == 200, response.get("Location")
     page = response.content.decode()
     for text in ("voice", "Answers the phone", "Clinic", "admin", "Active", "Records", tool_server.audience):
         assert text in page
@@ -99,7 +99,6 @@ def test_page_shows_agent_tool_server_and_each_capability_status(browser, voice,
         "records.write_note": "consent",
         "records.delete": "needs_approver",
         "records.export": "needs_approver",
-        "records.read_all": "outside_ceiling",
     }
     assert "step-up" in page  # write_note is flagged
     assert not Grant.objects.filter(capability=caps["note"]).exists()  # a GET decides nothing
@@ -123,7 +122,19 @@ def test_allow_grants_only_consentable_capabilities_and_the_code_carries_only_th
     [event] = events("consent.given")
     assert event.actor_id == str(member.pk) and event.agent_id == voice.pk
     assert event.capabilities == "records.read_own records.write_note"
-    assert "records.read_all" in event.parameters and "records.delete" in event.parameters  # not_granted listed
+    assert "records.export" in event.parameters and "records.delete" in event.parameters  # not_granted listed
+
+
+def test_asking_beyond_the_ceiling_never_reaches_the_page(browser, voice, tool_server, member):
+    """The broker refuses at once (invalid_scope to the client) and records an elevation attempt."""
+    params = authorize_params(voice, tool_server, "records.read_own records.read_all")
+    response = browser.get(reverse("oauth:authorize"), params)
+    assert response.status_code == 302
+    assert parse_qs(urlsplit(response["Location"]).query)["error"] == ["invalid_scope"]
+    [event] = events("elevation.attempted")
+    assert event.agent_id == voice.pk and "records.read_all" in event.parameters
+    assert events("token.refused") == []  # one event for one refusal
+    assert not Grant.objects.filter(agent=voice).exists()
 
 
 def test_deny_grants_nothing_records_the_denial_and_tells_the_client(browser, voice, tool_server, member):
@@ -168,7 +179,8 @@ def test_unknown_resource_is_an_invalid_target_redirect(browser, voice, tool_ser
     assert response.status_code == 302
     query = parse_qs(urlsplit(response["Location"]).query)
     assert query["error"] == ["invalid_target"] and query["state"] == ["st4te"]
-    assert len(events("token.refused")) == 1
+    [event] = events("token.refused")
+    assert event.agent_id == voice.pk and event.on_behalf_of_id is not None
 
 
 def test_missing_resource_is_an_invalid_target_redirect(browser, voice, tool_server):
