@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -154,6 +155,12 @@ def auth_time(request: HttpRequest) -> int | None:
         return None
     value = request.session.get(SESSION_AUTH_TIME)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def auth_datetime(request: HttpRequest) -> datetime | None:
+    """:func:`auth_time` as an aware UTC datetime."""
+    when = auth_time(request)
+    return None if when is None else datetime.fromtimestamp(when, tz=UTC)
 
 
 def session_claims(request: HttpRequest) -> dict[str, Any]:

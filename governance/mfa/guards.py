@@ -88,6 +88,29 @@ def step_up_response(request: HttpRequest, *, max_age: int | None = None) -> Htt
     )
 
 
+def prompt_for(request: HttpRequest, requirement: auth_levels.Requirement) -> HttpResponse | None:
+    """For the authorization endpoint (RFC 9470 §4 ``acr_values``/``max_age``, or what capabilities need):
+    None when the session meets ``requirement``; else a redirect that re-prompts and comes back here.
+
+    The MFA level, or any level that is merely too old, is proved again with a code when the person has a
+    device; a stale password-only session without a device signs in again.
+    """
+    next_url = request.get_full_path()
+    if not request.user.is_authenticated:
+        return redirect_to_login(next_url)
+    if auth_levels.satisfies(request, acr=requirement.acr, max_age=requirement.max_age):
+        return None
+    step_up_require(
+        actor=request.user, required_for=request.path, acr=requirement.acr, max_age=requirement.max_age,
+        current_acr=auth_levels.current_acr(request),
+    )
+    if has_confirmed_device(request.user):
+        return HttpResponseRedirect(verify_url(next_url))
+    if requirement.acr == auth_levels.ACR_MFA:
+        return HttpResponseRedirect(enrol_url(next_url))
+    return redirect_to_login(next_url)
+
+
 def require_step_up(max_age: int | None | Callable = None):
     """Decorator for views: ``@require_step_up()``, ``@require_step_up(max_age=60)`` or bare."""
     if callable(max_age):

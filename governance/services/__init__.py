@@ -11,6 +11,13 @@ from governance.services.agents import (
 )
 from governance.services.consent import authorization_refuse, consent_deny, grant_consent
 from governance.services.grants import grant_create, grant_renew, grant_revoke
+from governance.services.mfa import (
+    mfa_device_confirm,
+    mfa_device_enrol,
+    mfa_device_remove,
+    mfa_device_verify,
+    step_up_require,
+)
 from governance.services.organizations import (
     organization_create,
     organization_update,
@@ -41,8 +48,13 @@ __all__ = [
     "grant_create",
     "grant_renew",
     "grant_revoke",
+    "mfa_device_confirm",
+    "mfa_device_enrol",
+    "mfa_device_remove",
+    "mfa_device_verify",
     "organization_create",
     "organization_update",
+    "step_up_require",
     "tool_server_create",
     "tool_server_update",
     "user_create",

@@ -11,7 +11,7 @@ import time
 from base64 import b32encode
 
 import pytest
-from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.urls import include, path
@@ -23,7 +23,7 @@ from audit.models import AuditEvent
 from governance import auth_levels
 from governance.auth_levels import ACR_MFA, ACR_PASSWORD, Requirement
 from governance.errors import NotPermitted
-from governance.mfa.guards import StepUpRequiredMixin, require_step_up
+from governance.mfa.guards import StepUpRequiredMixin, prompt_for, require_step_up
 from governance.services.mfa import CodeRefused, mfa_device_remove, mfa_device_verify
 from tests.factories import CapabilityFactory, UserFactory
 
@@ -41,17 +41,6 @@ def sensitive_recent(request):
     return HttpResponse("recent done")
 
 
-class SensitiveView(StepUpRequiredMixin):
-    @classmethod
-    def as_view(cls):
-        def view(request):
-            return cls().dispatch(request)
-        return view
-
-    def dispatch(self, request, *args, **kwargs):
-        return super().dispatch(request, *args, **kwargs)
-
-
 class _Base:
     def dispatch(self, request, *args, **kwargs):
         return HttpResponse("mixin done")
@@ -65,10 +54,17 @@ def mixin_view(request):
     return MixinView().dispatch(request)
 
 
+def authorize_like(request):
+    """What the authorization endpoint does with acr_values / max_age."""
+    requirement = auth_levels.from_request(request.GET.get("acr_values"), request.GET.get("max_age"))
+    return prompt_for(request, requirement) or HttpResponse(auth_levels.current_acr(request))
+
+
 urlpatterns = [
     path("sensitive/", sensitive),
     path("sensitive-recent/", sensitive_recent),
     path("sensitive-mixin/", mixin_view),
+    path("authorize/", authorize_like),
     path("", include("config.urls")),
 ]
 pytestmark = pytest.mark.urls(__name__)
@@ -116,7 +112,7 @@ def device(user):
 
 @pytest.fixture
 def signed_in(client, user):
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)  # still django.contrib.auth.login: the user_logged_in signal runs
     return client
 
 
@@ -202,9 +198,6 @@ def test_anonymous_and_other_users_session_have_no_level(signed_in, user, org):
     assert auth_levels.current_acr(request) is None
     assert not auth_levels.satisfies(request, acr=ACR_PASSWORD, max_age=None)
     request = RequestFactory().get("/")
-    request.user = get_user_model()()  # unsaved: not authenticated-looking enough? use AnonymousUser
-    from django.contrib.auth.models import AnonymousUser
-
     request.user, request.session = AnonymousUser(), signed_in.session
     assert auth_levels.current_acr(request) is None and auth_levels.auth_time(request) is None
 
@@ -212,7 +205,7 @@ def test_anonymous_and_other_users_session_have_no_level(signed_in, user, org):
 def test_a_new_password_login_drops_the_second_factor(signed_in, user, device):
     verify(signed_in, device)
     assert session_level(signed_in)[0] == ACR_MFA
-    assert signed_in.login(username=user.username, password=PASSWORD)
+    assert signed_in.login(username=user.username, password=PASSWORD)  # the password form of sign-in
     assert session_level(signed_in)[0] == ACR_PASSWORD
     assert not auth_levels.satisfies(request_for(signed_in, user), acr=ACR_MFA, max_age=None)
 
@@ -411,6 +404,27 @@ def test_guard_refuses_a_stale_second_factor(signed_in, device):
 def test_guard_sends_anonymous_people_to_sign_in(client):
     response = client.get("/sensitive/")
     assert response.status_code == 302 and response["Location"].startswith("/portal/login/?next=")
+
+
+def test_authorization_request_acr_values_reprompts(signed_in, device):
+    url = f"/authorize/?acr_values={ACR_MFA}&max_age=60"
+    response = signed_in.get(url)
+    assert response.status_code == 302 and response["Location"].startswith("/portal/mfa/verify/?next=")
+    assert json.loads(events(Action.STEP_UP_REQUIRED)[0].parameters)["max_age"] == 60
+    done = signed_in.post(response["Location"], {"code": code_for(device), "next": url})
+    assert done["Location"] == url
+    assert signed_in.get(url).content == ACR_MFA.encode()
+    set_auth_time(signed_in, int(time.time()) - 61)
+    assert signed_in.get(url).status_code == 302
+    assert signed_in.get(f"/authorize/?acr_values={ACR_MFA}").status_code == 200
+
+
+def test_authorization_request_without_a_device(signed_in):
+    assert signed_in.get("/authorize/").status_code == 200
+    assert signed_in.get(f"/authorize/?acr_values={ACR_MFA}")["Location"].startswith("/portal/mfa/enrol/")
+    set_auth_time(signed_in, int(time.time()) - 100)
+    # A stale password-only sign-in is renewed by signing in again.
+    assert signed_in.get("/authorize/?max_age=30")["Location"].startswith("/portal/login/?next=")
 
 
 # --- requirements and RFC 9470 ----------------------------------------------------------------------
