@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -30,6 +32,13 @@ def ensure_can_manage(actor: Principal, organization: Organization | None) -> No
     raise NotPermitted("You are not allowed to make this change.")
 
 
+def ensure_can_manage_user(actor: Principal, user: User) -> None:
+    """As :func:`ensure_can_manage`, and only a superuser (or the system) changes a superuser."""
+    ensure_can_manage(actor, user.organization)
+    if user.is_superuser and isinstance(actor, User) and not actor.is_superuser:
+        raise NotPermitted("You are not allowed to make this change.")
+
+
 def validate(instance: models.Model, *, exclude: list[str] | None = None) -> None:
     try:
         instance.full_clean(exclude=exclude, validate_unique=True, validate_constraints=True)
@@ -40,9 +49,34 @@ def validate(instance: models.Model, *, exclude: list[str] | None = None) -> Non
 
 
 def integrity(exc: IntegrityError) -> Conflict:
-    """A database rule refused the change: say which, without leaking SQL."""
+    """A database rule refused the change: say which, without leaking SQL or values."""
     text = str(exc).splitlines()[0] if str(exc) else "a database rule refused the change"
-    return Conflict(text)
+    return Conflict(f"The database refused the change: {text}")
+
+
+@contextmanager
+def database_rules() -> Iterator[None]:
+    """Turn a refusal by a constraint or trigger into :class:`Conflict`.
+
+    Use it outside ``transaction.atomic()`` (``with database_rules(), transaction.atomic():``) so the
+    transaction has rolled back, change and audit event together, before the domain error is raised.
+    """
+    try:
+        yield
+    except IntegrityError as exc:
+        raise integrity(exc) from exc
+
+
+@contextmanager
+def reverted_on_error(instance: models.Model, fields: Iterator[str] | list[str]) -> Iterator[None]:
+    """Put the instance's fields back when the change fails, so the caller's object matches the database."""
+    saved = {field: getattr(instance, field) for field in fields}
+    try:
+        yield
+    except BaseException:
+        for field, value in saved.items():
+            setattr(instance, field, value)
+        raise
 
 
 def apply_changes(instance: models.Model, changes: dict[str, Any], *, allowed: set[str]) -> dict[str, list]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db import IntegrityError, transaction
+from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import get_application_model
+from oauth2_provider.validators import AllowedURIValidator
 
 from audit import services as audit
 from audit.actions import Action
@@ -14,7 +16,14 @@ from governance.errors import Conflict, InvalidInput, InvalidState
 from governance.keys import validate_public_jwks
 from governance.models import Agent, Capability, Grant, Organization, User
 from governance.models.agents import AgentKind, AgentStatus
-from governance.services._common import Principal, apply_changes, ensure_can_manage, integrity, validate
+from governance.services._common import (
+    Principal,
+    apply_changes,
+    database_rules,
+    ensure_can_manage,
+    reverted_on_error,
+    validate,
+)
 from governance.services.tokens import revoke_application_tokens
 
 
@@ -29,10 +38,29 @@ def _check_ceiling(organization: Organization, capabilities: Iterable[Capability
     return capabilities
 
 
+def _check_redirect_uris(kind: str, redirect_uris: list[str]) -> list[str]:
+    """Absolute redirect URIs, allowed scheme (https in production), no fragment: as DOT checks them."""
+    if kind == AgentKind.BACKGROUND and redirect_uris:
+        raise InvalidInput("A background agent has no redirect URIs; it uses client credentials.")
+    schemes = get_application_model()().get_allowed_schemes()
+    validator = AllowedURIValidator(schemes, name="redirect URI", allow_path=True, allow_query=True)
+    for uri in redirect_uris:
+        try:
+            validator(uri)
+        except ValidationError:
+            raise InvalidInput(
+                f"Each redirect URI must be an absolute {' or '.join(schemes)} URI without a fragment.",
+                errors={"redirect_uris": ["invalid redirect URI"]},
+            ) from None
+    return redirect_uris
+
+
 def _new_application(*, name: str, kind: str, owner: User, redirect_uris: str):
     Application = get_application_model()
     grant_type = (
-        Application.GRANT_AUTHORIZATION_CODE if kind == AgentKind.INTERACTIVE else Application.GRANT_CLIENT_CREDENTIALS
+        Application.GRANT_AUTHORIZATION_CODE
+        if kind == AgentKind.INTERACTIVE
+        else Application.GRANT_CLIENT_CREDENTIALS
     )
     # The generated secret is hashed and shown to nobody: agents authenticate with private_key_jwt.
     return Application.objects.create(
@@ -64,18 +92,15 @@ def agent_create(
         raise InvalidInput(f"Unknown agent kind {kind!r}; use interactive or background.")
     if status not in (AgentStatus.ACTIVE, AgentStatus.PENDING):
         raise InvalidInput("A new agent starts active or pending.")
-    if owner.organization_id != organization.pk:
-        raise InvalidInput("The owner must belong to the agent's organization.", errors={"owner": ["other org"]})
-    redirect_uris = list(redirect_uris)
-    if kind == AgentKind.BACKGROUND and redirect_uris:
-        raise InvalidInput("A background agent has no redirect URIs; it uses client credentials.")
+    _check_owner(owner, organization.pk)
+    redirect_uris = _check_redirect_uris(kind, list(redirect_uris))
     capabilities = _check_ceiling(organization, ceiling)
     agent = Agent(
         organization=organization, name=name, kind=kind, owner=owner, description=description,
         jwks=validate_public_jwks(jwks), jwks_uri=jwks_uri, status=status,
     )
     validate(agent, exclude=["application"])
-    with transaction.atomic():
+    with database_rules(), transaction.atomic():
         agent.application = _new_application(
             name=name, kind=kind, owner=owner, redirect_uris=" ".join(redirect_uris)
         )
@@ -93,38 +118,46 @@ def agent_create(
     return agent
 
 
+def _check_owner(owner: User, organization_id: int) -> None:
+    if owner.organization_id != organization_id or not owner.is_active:
+        raise InvalidInput(
+            "The owner must be an active user of the agent's organization.", errors={"owner": ["other org"]}
+        )
+
+
 def _key_ids(jwks: dict) -> list[str]:
     return [key.get("kid", "?") for key in jwks.get("keys", [])]
 
 
 def agent_update(*, actor: Principal, agent: Agent, **changes) -> Agent:
-    """Change an agent's name, description, owner, keys or redirect URIs."""
+    """Change an agent's name, description, owner, keys or redirect URIs; no change, nothing written."""
     ensure_can_manage(actor, agent.organization)
     redirect_uris = changes.pop("redirect_uris", None)
     if "jwks" in changes:
         changes["jwks"] = validate_public_jwks(changes["jwks"])
-    if "owner" in changes and changes["owner"].organization_id != agent.organization_id:
-        raise InvalidInput("The owner must belong to the agent's organization.", errors={"owner": ["other org"]})
-    diff = apply_changes(agent, changes, allowed={"name", "description", "owner", "jwks", "jwks_uri"})
+    if "owner" in changes:
+        _check_owner(changes["owner"], agent.organization_id)
     application = agent.application
-    if redirect_uris is not None and application is not None:
-        joined = " ".join(redirect_uris)
-        if agent.kind == AgentKind.BACKGROUND and joined:
-            raise InvalidInput("A background agent has no redirect URIs.")
-        if joined != application.redirect_uris:
-            diff["redirect_uris"] = [application.redirect_uris.split(), list(redirect_uris)]
-            application.redirect_uris = joined
-    if not diff:
-        return agent
-    validate(agent, exclude=["application"])
-    if "jwks" in diff:
-        diff["jwks"] = [_key_ids(diff["jwks"][0] or {}), _key_ids(diff["jwks"][1] or {})]
-    action = Action.AGENT_KEYS_CHANGED if set(diff) <= {"jwks", "jwks_uri"} else Action.AGENT_UPDATED
-    with transaction.atomic():
-        agent.save()
-        if application is not None and "redirect_uris" in diff:
-            application.save(update_fields=["redirect_uris", "updated"])
-        audit.record(action=action, actor=actor, agent=agent, target=agent, parameters={"changes": diff})
+    if redirect_uris is not None:
+        redirect_uris = _check_redirect_uris(agent.kind, list(redirect_uris))
+    fields = [f for f in changes if f in {"name", "description", "owner", "jwks", "jwks_uri"}]
+    with reverted_on_error(agent, fields):
+        diff = apply_changes(agent, changes, allowed={"name", "description", "owner", "jwks", "jwks_uri"})
+        joined = None if redirect_uris is None else " ".join(redirect_uris)
+        if application is not None and joined is not None and joined != application.redirect_uris:
+            diff["redirect_uris"] = [application.redirect_uris.split(), redirect_uris]
+        if not diff:
+            return agent
+        validate(agent, exclude=["application"])
+        if "jwks" in diff:
+            diff["jwks"] = [_key_ids(diff["jwks"][0] or {}), _key_ids(diff["jwks"][1] or {})]
+        action = Action.AGENT_KEYS_CHANGED if set(diff) <= {"jwks", "jwks_uri"} else Action.AGENT_UPDATED
+        with database_rules(), transaction.atomic():
+            agent.save()
+            if "redirect_uris" in diff:
+                application.redirect_uris = joined
+                application.save(update_fields=["redirect_uris", "updated"])
+            audit.record(action=action, actor=actor, agent=agent, target=agent, parameters={"changes": diff})
     return agent
 
 
@@ -144,17 +177,14 @@ def agent_set_ceiling(*, actor: Principal, agent: Agent, capabilities: Iterable[
     )
     if in_use:
         raise Conflict(f"Revoke the open grants before removing {', '.join(in_use)} from the ceiling.")
-    try:
-        with transaction.atomic():
-            agent.ceiling.remove(*removed)
-            agent.ceiling.add(*added)
-            audit.record(
-                action=Action.AGENT_CEILING_CHANGED, actor=actor, agent=agent, target=agent,
-                capabilities=[c.key for c in added + removed],
-                parameters={"added": sorted(c.key for c in added), "removed": sorted(c.key for c in removed)},
-            )
-    except IntegrityError as exc:
-        raise integrity(exc) from exc
+    with database_rules(), transaction.atomic():
+        agent.ceiling.remove(*removed)
+        agent.ceiling.add(*added)
+        audit.record(
+            action=Action.AGENT_CEILING_CHANGED, actor=actor, agent=agent, target=agent,
+            capabilities=[c.key for c in added + removed],
+            parameters={"added": sorted(c.key for c in added), "removed": sorted(c.key for c in removed)},
+        )
     return agent
 
 
@@ -164,8 +194,8 @@ def _transition(
 ) -> Agent:
     ensure_can_manage(actor, agent.organization)
     # Lock the row: two admins suspending and reactivating at once must not interleave.
-    with transaction.atomic():
-        locked = Agent.objects.select_for_update().get(pk=agent.pk)
+    with database_rules(), transaction.atomic():
+        locked = Agent.objects.select_for_update().select_related("application").get(pk=agent.pk)
         if locked.status not in allowed_from:
             raise InvalidState(f"The agent is {locked.status}; it cannot become {to}.")
         previous = locked.status
@@ -177,7 +207,9 @@ def _transition(
             parameters["revoked"] = revoke_application_tokens(locked.application)
         if close_grants:
             parameters["grants_revoked"] = Grant.objects.filter(agent=locked, revoked_at__isnull=True).update(
-                revoked_at=timezone.now(), revoke_reason=f"agent retired: {reason}"[:1000]
+                revoked_at=timezone.now(),
+                revoked_by=actor if isinstance(actor, User) else None,
+                revoke_reason=f"agent retired: {reason}"[:1000],
             )
         audit.record(action=action, actor=actor, agent=locked, target=locked, parameters=parameters)
     agent.status, agent.status_reason = locked.status, locked.status_reason

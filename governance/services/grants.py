@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit import services as audit
@@ -12,11 +12,13 @@ from audit.actions import Action
 from governance.errors import Conflict, InvalidInput, InvalidState
 from governance.models import Agent, Capability, Grant, User
 from governance.models.agents import AgentKind, AgentStatus
-from governance.services._common import Principal, ensure_can_manage, integrity
+from governance.services._common import Principal, database_rules, ensure_can_manage
 from governance.services.tokens import revoke_application_tokens
 
 
-def _check_grant(*, agent: Agent, capability: Capability, user: User | None, expires_at: datetime | None) -> None:
+def _check_grant(
+    *, agent: Agent, capability: Capability, user: User | None, expires_at: datetime | None
+) -> None:
     if agent.status == AgentStatus.RETIRED:
         raise InvalidState("A retired agent cannot receive grants.")
     if capability.tool_server.organization_id != agent.organization_id:
@@ -48,47 +50,61 @@ def grant_create(
     ensure_can_manage(actor, agent.organization)
     _check_grant(agent=agent, capability=capability, user=user, expires_at=expires_at)
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            open_grants = Grant.objects.select_for_update().filter(
-                agent=agent, capability=capability, user=user, revoked_at__isnull=True
-            )
-            superseded = None
-            for existing in open_grants:
-                if existing.is_active(at=now):
-                    raise Conflict(f"{capability.key} is already granted; renew or revoke that grant.")
-                existing.revoked_at, existing.revoke_reason = now, "expired; superseded by a new grant"
-                existing.save(update_fields=["revoked_at", "revoke_reason"])
-                superseded = existing.pk
-            grant = Grant.objects.create(
-                organization_id=agent.organization_id, agent=agent, capability=capability, user=user,
-                expires_at=expires_at, reason=reason,
-                granted_by=actor if isinstance(actor, User) else None,
-            )
-            audit.record(
-                action=Action.GRANT_CREATED, actor=actor, agent=agent, on_behalf_of=user, target=grant,
-                capabilities=[capability.key],
-                parameters={"expires_at": expires_at, "reason": reason, "superseded_grant": superseded},
-            )
-    except IntegrityError as exc:
-        raise integrity(exc) from exc
+    with database_rules(), transaction.atomic():
+        # Lock the agent: a retirement committing meanwhile must not be followed by a fresh grant.
+        if Agent.objects.select_for_update().filter(pk=agent.pk).values_list("status", flat=True).get() == (
+            AgentStatus.RETIRED
+        ):
+            raise InvalidState("A retired agent cannot receive grants.")
+        open_grants = Grant.objects.select_for_update().filter(
+            agent=agent, capability=capability, user=user, revoked_at__isnull=True
+        )
+        superseded = None
+        for existing in open_grants:
+            if existing.is_active(at=now):
+                raise Conflict(f"{capability.key} is already granted; renew or revoke that grant.")
+            existing.revoked_at, existing.revoke_reason = now, "expired; superseded by a new grant"
+            existing.save(update_fields=["revoked_at", "revoke_reason"])
+            superseded = existing.pk
+        grant = Grant.objects.create(
+            organization_id=agent.organization_id, agent=agent, capability=capability, user=user,
+            expires_at=expires_at, reason=reason,
+            granted_by=actor if isinstance(actor, User) else None,
+        )
+        audit.record(
+            action=Action.GRANT_CREATED, actor=actor, agent=agent, on_behalf_of=user, target=grant,
+            capabilities=[capability.key],
+            parameters={"expires_at": expires_at, "reason": reason, "superseded_grant": superseded},
+        )
     return grant
 
 
 def grant_renew(*, actor: Principal, grant: Grant, expires_at: datetime | None, reason: str = "") -> Grant:
+    """Move an open grant's expiry (None: no expiry).  The same expiry again writes nothing."""
     ensure_can_manage(actor, grant.organization)
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidInput("The expiry must be in the future.")
-    with transaction.atomic():
-        locked = Grant.objects.select_for_update().get(pk=grant.pk)
+    with database_rules(), transaction.atomic():
+        # of=("self",): PostgreSQL cannot lock the nullable side of an outer join (user, application).
+        locked = (
+            Grant.objects.select_for_update(of=("self",))
+            .select_related("agent", "user", "capability")
+            .get(pk=grant.pk)
+        )
         if locked.revoked_at is not None:
             raise InvalidState("A revoked grant cannot be renewed; create a new one.")
+        if locked.agent.status == AgentStatus.RETIRED:
+            raise InvalidState("A retired agent's grants cannot be renewed.")
+        if locked.user is not None and not locked.user.is_active:
+            raise InvalidState("The user is deactivated.")
         previous = locked.expires_at
+        if previous == expires_at:
+            return grant
         locked.expires_at = expires_at
         locked.save(update_fields=["expires_at"])
         audit.record(
-            action=Action.GRANT_RENEWED, actor=actor, agent=locked.agent, on_behalf_of=locked.user, target=locked,
-            capabilities=[locked.capability.key],
+            action=Action.GRANT_RENEWED, actor=actor, agent=locked.agent, on_behalf_of=locked.user,
+            target=locked, capabilities=[locked.capability.key],
             parameters={"from": previous, "to": expires_at, "reason": reason},
         )
     grant.expires_at = expires_at
@@ -98,9 +114,11 @@ def grant_renew(*, actor: Principal, grant: Grant, expires_at: datetime | None, 
 def grant_revoke(*, actor: Principal, grant: Grant, reason: str) -> Grant:
     """Close the grant and revoke the tokens that carry its capability for that user and agent."""
     ensure_can_manage(actor, grant.organization)
-    with transaction.atomic():
-        locked = Grant.objects.select_for_update().select_related("agent__application", "capability").get(
-            pk=grant.pk
+    with database_rules(), transaction.atomic():
+        locked = (
+            Grant.objects.select_for_update(of=("self",))
+            .select_related("agent__application", "user", "capability")
+            .get(pk=grant.pk)
         )
         if locked.revoked_at is not None:
             raise InvalidState("The grant is already revoked.")
@@ -112,8 +130,9 @@ def grant_revoke(*, actor: Principal, grant: Grant, reason: str) -> Grant:
             locked.agent.application, user=locked.user, capability_key=locked.capability.key
         )
         audit.record(
-            action=Action.GRANT_REVOKED, actor=actor, agent=locked.agent, on_behalf_of=locked.user, target=locked,
-            capabilities=[locked.capability.key], parameters={"reason": reason, "revoked": revoked},
+            action=Action.GRANT_REVOKED, actor=actor, agent=locked.agent, on_behalf_of=locked.user,
+            target=locked, capabilities=[locked.capability.key],
+            parameters={"reason": reason, "revoked": revoked},
         )
     grant.revoked_at, grant.revoked_by, grant.revoke_reason = locked.revoked_at, locked.revoked_by, reason
     return grant

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from audit import services as audit
 from audit.actions import Action
 from governance.errors import InvalidInput
 from governance.models import Organization, Role, User
-from governance.services._common import Principal, apply_changes, ensure_can_manage, integrity, validate
-from governance.services.tokens import revoke_application_tokens
+from governance.services._common import (
+    Principal,
+    apply_changes,
+    database_rules,
+    ensure_can_manage,
+    ensure_can_manage_user,
+    reverted_on_error,
+    validate,
+)
+from governance.services.tokens import revoke_user_tokens
 
 
 def organization_create(*, actor: Principal, slug: str, name: str) -> Organization:
     ensure_can_manage(actor, None)
     organization = Organization(slug=slug, name=name)
     validate(organization)
-    with transaction.atomic():
+    with database_rules(), transaction.atomic():
         organization.save()
         audit.record(
             action=Action.ORGANIZATION_CREATED, actor=actor, organization=organization, target=organization,
@@ -27,16 +35,17 @@ def organization_create(*, actor: Principal, slug: str, name: str) -> Organizati
 
 def organization_update(*, actor: Principal, organization: Organization, name: str) -> Organization:
     ensure_can_manage(actor, organization)
-    diff = apply_changes(organization, {"name": name}, allowed={"name"})
-    if not diff:
-        return organization
-    validate(organization)
-    with transaction.atomic():
-        organization.save(update_fields=list(diff))
-        audit.record(
-            action=Action.ORGANIZATION_UPDATED, actor=actor, organization=organization, target=organization,
-            parameters={"changes": diff},
-        )
+    with reverted_on_error(organization, ["name"]):
+        diff = apply_changes(organization, {"name": name}, allowed={"name"})
+        if not diff:
+            return organization
+        validate(organization)
+        with database_rules(), transaction.atomic():
+            organization.save(update_fields=list(diff))
+            audit.record(
+                action=Action.ORGANIZATION_UPDATED, actor=actor, organization=organization,
+                target=organization, parameters={"changes": diff},
+            )
     return organization
 
 
@@ -63,7 +72,7 @@ def user_create(
     else:
         user.set_unusable_password()
     validate(user, exclude=["password"])
-    with transaction.atomic():
+    with database_rules(), transaction.atomic():
         user.save()
         audit.record(
             action=Action.USER_CREATED, actor=actor, organization=organization, target=user,
@@ -73,42 +82,35 @@ def user_create(
 
 
 def user_update(*, actor: Principal, user: User, **changes) -> User:
-    """Change a user's profile or role; a role change is its own action name."""
-    ensure_can_manage(actor, user.organization)
+    """Change a user's profile or role; a role change is its own action name.  No change, nothing written."""
+    ensure_can_manage_user(actor, user)
     if "role" in changes and changes["role"] not in Role.values:
         raise InvalidInput(f"Unknown role {changes['role']!r}; use one of {', '.join(Role.values)}.")
-    diff = apply_changes(user, changes, allowed={"email", "first_name", "last_name", "role"})
-    if not diff:
-        return user
-    if "role" in diff:
-        user.is_staff = user.role == Role.ADMIN or user.is_superuser
-    validate(user, exclude=["password"])
-    action = Action.USER_ROLE_CHANGED if "role" in diff else Action.USER_UPDATED
-    with transaction.atomic():
-        user.save()
-        audit.record(action=action, actor=actor, target=user, parameters={"changes": diff})
+    with reverted_on_error(user, [*changes, "is_staff"]):
+        diff = apply_changes(user, changes, allowed={"email", "first_name", "last_name", "role"})
+        if not diff:
+            return user
+        if "role" in diff:
+            user.is_staff = user.role == Role.ADMIN or user.is_superuser
+        validate(user, exclude=["password"])
+        action = Action.USER_ROLE_CHANGED if "role" in diff else Action.USER_UPDATED
+        with database_rules(), transaction.atomic():
+            user.save()
+            audit.record(action=action, actor=actor, target=user, parameters={"changes": diff})
     return user
 
 
 def user_deactivate(*, actor: Principal, user: User, reason: str) -> User:
-    """Block sign-in and revoke every token minted for the user, whatever the agent."""
-    ensure_can_manage(actor, user.organization)
+    """Block sign-in and revoke every token minted for the user, whatever the client.  Again: no-op."""
+    ensure_can_manage_user(actor, user)
     if not user.is_active:
         return user
-    from governance.models import Agent
-
-    with transaction.atomic():
+    with reverted_on_error(user, ["is_active"]), database_rules(), transaction.atomic():
         user.is_active = False
         user.save(update_fields=["is_active"])
-        revoked = {"access": 0, "refresh": 0, "codes": 0}
-        for agent in Agent.objects.filter(organization_id=user.organization_id, application__isnull=False):
-            for name, count in revoke_application_tokens(agent.application, user=user).items():
-                revoked[name] += count
-        try:
-            audit.record(
-                action=Action.USER_DEACTIVATED, actor=actor, target=user,
-                parameters={"reason": reason, "revoked": revoked},
-            )
-        except IntegrityError as exc:  # pragma: no cover - defensive
-            raise integrity(exc) from exc
+        revoked = revoke_user_tokens(user)
+        audit.record(
+            action=Action.USER_DEACTIVATED, actor=actor, target=user,
+            parameters={"reason": reason, "revoked": revoked},
+        )
     return user

@@ -25,10 +25,26 @@ def revoke_application_tokens(application, *, user=None, capability_key: str | N
         access_ids = [t.pk for t in access.only("pk", "scope") if capability_key in t.scope.split()]
         refresh = refresh.filter(Q(access_token__in=access_ids) | Q(access_token__isnull=True))
         access = access.filter(pk__in=access_ids)
-        codes = codes.filter(pk__in=[c.pk for c in codes.only("pk", "scope") if capability_key in c.scope.split()])
+        codes = codes.filter(
+            pk__in=[c.pk for c in codes.only("pk", "scope") if capability_key in c.scope.split()]
+        )
     refreshed = refresh.update(revoked=timezone.now())
     _, deleted_access = access.delete()
     _, deleted_codes = codes.delete()
+    return {
+        "access": sum(v for k, v in deleted_access.items() if k.endswith("AccessToken")),
+        "refresh": refreshed,
+        "codes": sum(deleted_codes.values()),
+    }
+
+
+def revoke_user_tokens(user) -> dict[str, int]:
+    """Revoke every live token and authorization code minted for ``user``, whichever client holds it."""
+    refreshed = get_refresh_token_model().objects.filter(user=user, revoked__isnull=True).update(
+        revoked=timezone.now()
+    )
+    _, deleted_access = get_access_token_model().objects.filter(user=user).delete()
+    _, deleted_codes = get_grant_model().objects.filter(user=user).delete()
     return {
         "access": sum(v for k, v in deleted_access.items() if k.endswith("AccessToken")),
         "refresh": refreshed,
