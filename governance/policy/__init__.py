@@ -9,6 +9,12 @@ from governance.policy.errors import PolicyRefused, Problem
 from governance.policy.export import export_policy, export_yaml
 
 __all__ = [
-    "Outcome", "PolicyRefused", "Problem", "apply_bytes", "apply_file", "apply_text", "export_policy",
+    "Outcome",
+    "PolicyRefused",
+    "Problem",
+    "apply_bytes",
+    "apply_file",
+    "apply_text",
+    "export_policy",
     "export_yaml",
 ]

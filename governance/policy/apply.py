@@ -83,13 +83,21 @@ def apply_text(text: PolicyText, *, dry_run: bool = False) -> Outcome:
                 try:
                     change.run(registry, actor)
                 except GovernanceError as exc:
-                    raise PolicyRefused(text.name, [Problem(change.path, exc.message)], sha256=text.sha256) from None
+                    raise PolicyRefused(
+                        text.name, [Problem(change.path, exc.message)], sha256=text.sha256
+                    ) from None
             counts = plan.counts()
             audit.record(
-                action=Action.POLICY_APPLIED, actor=actor,
+                action=Action.POLICY_APPLIED,
+                actor=actor,
                 organization=registry.objects.get(("organization", single)) if single else None,
-                parameters={"file": text.name, "sha256": text.sha256, "changes": len(changes), "counts": counts,
-                            "organizations": slugs},
+                parameters={
+                    "file": text.name,
+                    "sha256": text.sha256,
+                    "changes": len(changes),
+                    "counts": counts,
+                    "organizations": slugs,
+                },
             )
             return Outcome(changes, applied=True, counts=counts, sha256=text.sha256)
     except PolicyRefused as refusal:
@@ -104,6 +112,13 @@ def record_refusal(refusal: PolicyRefused, *, actor: Actor, organization_slug: s
             Organization.objects.filter(slug=organization_slug).first() if organization_slug else None
         )
         audit.record(
-            action=Action.POLICY_REFUSED, actor=actor, result=Result.FAILURE, organization=organization,
-            parameters={"file": refusal.file_name, "sha256": refusal.sha256, "problems": refusal.lines()[:20]},
+            action=Action.POLICY_REFUSED,
+            actor=actor,
+            result=Result.FAILURE,
+            organization=organization,
+            parameters={
+                "file": refusal.file_name,
+                "sha256": refusal.sha256,
+                "problems": refusal.lines()[:20],
+            },
         )

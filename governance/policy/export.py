@@ -26,29 +26,39 @@ def export_policy(*, organizations: list[Organization] | None = None) -> dict:
 
     users, servers, agents, grants = [], [], [], []
     org_ids = [o.pk for o in orgs]
-    for user in User.objects.filter(organization_id__in=org_ids).select_related("organization").order_by(
-        "organization__slug", "username"
+    for user in (
+        User.objects.filter(organization_id__in=org_ids)
+        .select_related("organization")
+        .order_by("organization__slug", "username")
     ):
         users.append(scoped(_user(user), user.organization.slug))
     capabilities: dict[int, list[Capability]] = {}
     for capability in Capability.objects.filter(tool_server__organization_id__in=org_ids).order_by("key"):
         capabilities.setdefault(capability.tool_server_id, []).append(capability)
-    for server in ToolServer.objects.filter(organization_id__in=org_ids).select_related("organization").order_by(
-        "organization__slug", "name"
+    for server in (
+        ToolServer.objects.filter(organization_id__in=org_ids)
+        .select_related("organization")
+        .order_by("organization__slug", "name")
     ):
         entry = {"name": server.name, "audience": server.audience}
         _put(entry, "description", server.description)
         entry["capabilities"] = [_capability(c) for c in capabilities.get(server.pk, [])]
         servers.append(scoped(entry, server.organization.slug))
-    agent_rows = Agent.objects.filter(organization_id__in=org_ids).select_related(
-        "organization", "owner", "application"
-    ).prefetch_related("ceiling").order_by("organization__slug", "name")
+    agent_rows = (
+        Agent.objects.filter(organization_id__in=org_ids)
+        .select_related("organization", "owner", "application")
+        .prefetch_related("ceiling")
+        .order_by("organization__slug", "name")
+    )
     for agent in agent_rows:
         agents.append(scoped(_agent(agent), agent.organization.slug))
     now = timezone.now()
-    grant_rows = Grant.objects.active(at=now).filter(organization_id__in=org_ids).select_related(
-        "organization", "agent", "capability", "user"
-    ).order_by("organization__slug", "agent__name", "capability__key", "user__username")
+    grant_rows = (
+        Grant.objects.active(at=now)
+        .filter(organization_id__in=org_ids)
+        .select_related("organization", "agent", "capability", "user")
+        .order_by("organization__slug", "agent__name", "capability__key", "user__username")
+    )
     for grant in grant_rows:
         if grant.agent.status == AgentStatus.RETIRED:
             continue
@@ -64,9 +74,11 @@ def export_policy(*, organizations: list[Organization] | None = None) -> dict:
 
 
 def export_yaml(*, organizations: list[Organization] | None = None) -> str:
-    header = "# Gatehouse policy file (see docs/policy-format.md), exported " + timezone.now().strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    ) + "\n"
+    header = (
+        "# Gatehouse policy file (see docs/policy-format.md), exported "
+        + timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        + "\n"
+    )
     return header + yaml.safe_dump(
         export_policy(organizations=organizations), sort_keys=False, allow_unicode=True, width=110
     )

@@ -31,7 +31,9 @@ def read_file(path: str | Path) -> PolicyText:
 def parse(raw: bytes, *, name: str) -> PolicyText:
     digest = hashlib.sha256(raw).hexdigest()
     if len(raw) > MAX_FILE_BYTES:
-        raise PolicyRefused(name, [Problem("", f"the file is larger than {MAX_FILE_BYTES} bytes")], sha256=digest)
+        raise PolicyRefused(
+            name, [Problem("", f"the file is larger than {MAX_FILE_BYTES} bytes")], sha256=digest
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -40,7 +42,9 @@ def parse(raw: bytes, *, name: str) -> PolicyText:
         _check_events(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PolicyRefused(name, [Problem("", f"not valid YAML: {_yaml_reason(exc)}")], sha256=digest) from None
+        raise PolicyRefused(
+            name, [Problem("", f"not valid YAML: {_yaml_reason(exc)}")], sha256=digest
+        ) from None
     except _Refusal as exc:
         raise PolicyRefused(name, [Problem("", str(exc))], sha256=digest) from None
     return PolicyText(name=name, data=data, sha256=digest)
@@ -68,7 +72,9 @@ def _check_events(text: str) -> None:
             _value_seen(stack, line, key=event.value)
         elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
             _value_seen(stack, line, key=None)
-            stack.append({"map": isinstance(event, yaml.MappingStartEvent), "keys": set(), "expect_key": True})
+            stack.append(
+                {"map": isinstance(event, yaml.MappingStartEvent), "keys": set(), "expect_key": True}
+            )
         elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
             stack.pop()
 

@@ -21,8 +21,18 @@ from governance.policy.world import Registry, World
 
 # The order in which changes run: what later steps refer to exists first; grants are revoked before a
 # ceiling shrinks and created after it grows; lifecycle changes and deactivations come last.
-PHASES = ["organization", "user", "tool_server", "capability", "agent", "revoke", "ceiling", "grant", "status",
-          "deactivate"]
+PHASES = [
+    "organization",
+    "user",
+    "tool_server",
+    "capability",
+    "agent",
+    "revoke",
+    "ceiling",
+    "grant",
+    "status",
+    "deactivate",
+]
 
 
 @dataclass
@@ -100,8 +110,10 @@ class Planner:
 
     def check_org(self, entry) -> bool:
         if entry.organization not in self.known_orgs:
-            self.fail(join(entry.path, "organization"), f"no organization {show(entry.organization)} in the file "
-                      "or the database")
+            self.fail(
+                join(entry.path, "organization"),
+                f"no organization {show(entry.organization)} in the file or the database",
+            )
             return False
         return True
 
@@ -141,52 +153,87 @@ class Planner:
         for spec in self.spec.organizations:
             current = self.world.organizations.get(spec.slug)
             if current is None:
+
                 def create(reg, actor, spec=spec):
                     reg[("organization", spec.slug)] = services.organization_create(
                         actor=actor, slug=spec.slug, name=spec.name
                     )
+
                 self.add("organization", "create", "organization", spec.path, spec.slug, create)
             elif current.name != spec.name:
+
                 def update(reg, actor, spec=spec):
-                    services.organization_update(actor=actor, organization=reg[("organization", spec.slug)],
-                                                 name=spec.name)
-                self.add("organization", "update", "organization", spec.path, spec.slug, update,
-                         describe({"name": current.name}, {"name": spec.name}))
+                    services.organization_update(
+                        actor=actor, organization=reg[("organization", spec.slug)], name=spec.name
+                    )
+
+                self.add(
+                    "organization",
+                    "update",
+                    "organization",
+                    spec.path,
+                    spec.slug,
+                    update,
+                    describe({"name": current.name}, {"name": spec.name}),
+                )
 
     # Users --------------------------------------------------------------------------------------------------
     def users(self) -> None:
         for spec in self.spec.users:
             if not self.check_org(spec):
                 continue
-            wanted = {"email": spec.email, "first_name": spec.first_name, "last_name": spec.last_name,
-                      "role": spec.role}
+            wanted = {
+                "email": spec.email,
+                "first_name": spec.first_name,
+                "last_name": spec.last_name,
+                "role": spec.role,
+            }
             current = self.world.users.get(spec.username)
-            if current is not None and (current.organization is None
-                                        or current.organization.slug != spec.organization):
-                self.fail(join(spec.path, "username"), f"{spec.username} already exists outside organization "
-                          f"{spec.organization}")
+            if current is not None and (
+                current.organization is None or current.organization.slug != spec.organization
+            ):
+                self.fail(
+                    join(spec.path, "username"),
+                    f"{spec.username} already exists outside organization {spec.organization}",
+                )
                 continue
             if current is None:
+
                 def create(reg, actor, spec=spec, wanted=wanted):
                     reg[("user", spec.username)] = services.user_create(
-                        actor=actor, organization=reg[("organization", spec.organization)],
-                        username=spec.username, password=None, **wanted,
+                        actor=actor,
+                        organization=reg[("organization", spec.organization)],
+                        username=spec.username,
+                        password=None,
+                        **wanted,
                     )
+
                 self.add("user", "create", "user", spec.path, spec.username, create)
             else:
                 state = {name: getattr(current, name) for name in wanted}
                 changes = diff(state, wanted)
                 if changes:
+
                     def update(reg, actor, spec=spec, changes=changes):
                         services.user_update(actor=actor, user=reg[("user", spec.username)], **changes)
-                    self.add("user", "update", "user", spec.path, spec.username, update, describe(state, changes))
+
+                    self.add(
+                        "user", "update", "user", spec.path, spec.username, update, describe(state, changes)
+                    )
                 if not current.is_active and spec.active:
-                    self.fail(join(spec.path, "active"), f"{spec.username} is deactivated; a policy file does "
-                              "not reactivate users (do it in the admin, or write active: false)")
+                    self.fail(
+                        join(spec.path, "active"),
+                        f"{spec.username} is deactivated; a policy file does "
+                        "not reactivate users (do it in the admin, or write active: false)",
+                    )
                     continue
             if not spec.active and (current is None or current.is_active):
+
                 def deactivate(reg, actor, spec=spec):
-                    services.user_deactivate(actor=actor, user=reg[("user", spec.username)], reason=self.reason)
+                    services.user_deactivate(
+                        actor=actor, user=reg[("user", spec.username)], reason=self.reason
+                    )
+
                 self.add("deactivate", "deactivate", "user", spec.path, spec.username, deactivate)
 
     # Tool servers and capabilities --------------------------------------------------------------------------
@@ -197,25 +244,42 @@ class Planner:
             current = self.world.tool_servers.get((spec.organization, spec.name))
             holder = self.world.audiences.get(spec.audience)
             if holder is not None and holder != current:
-                self.fail(join(spec.path, "audience"), f"{spec.audience} is already the audience of tool server "
-                          f"{show(holder.name)} in organization {holder.organization.slug}")
+                self.fail(
+                    join(spec.path, "audience"),
+                    f"{spec.audience} is already the audience of tool server "
+                    f"{show(holder.name)} in organization {holder.organization.slug}",
+                )
                 continue
             reg_key = ("tool_server", spec.organization, spec.name)
             if current is None:
+
                 def create(reg, actor, spec=spec, reg_key=reg_key):
                     reg[reg_key] = services.tool_server_create(
-                        actor=actor, organization=reg[("organization", spec.organization)], name=spec.name,
-                        audience=spec.audience, description=spec.description,
+                        actor=actor,
+                        organization=reg[("organization", spec.organization)],
+                        name=spec.name,
+                        audience=spec.audience,
+                        description=spec.description,
                     )
+
                 self.add("tool_server", "create", "tool_server", spec.path, spec.name, create)
             else:
                 state = {"audience": current.audience, "description": current.description}
                 changes = diff(state, {"audience": spec.audience, "description": spec.description})
                 if changes:
+
                     def update(reg, actor, reg_key=reg_key, changes=changes):
                         services.tool_server_update(actor=actor, tool_server=reg[reg_key], **changes)
-                    self.add("tool_server", "update", "tool_server", spec.path, spec.name, update,
-                             describe(state, changes))
+
+                    self.add(
+                        "tool_server",
+                        "update",
+                        "tool_server",
+                        spec.path,
+                        spec.name,
+                        update,
+                        describe(state, changes),
+                    )
             self.capabilities(spec, current)
 
     def capabilities(self, server_spec, server) -> None:
@@ -224,24 +288,37 @@ class Planner:
             existing = self.world.capabilities.get((slug, spec.key), [])
             elsewhere = [c for c in existing if server is None or c.tool_server_id != server.pk]
             if elsewhere:
-                self.fail(join(spec.path, "key"), f"{spec.key} already exists on tool server "
-                          f"{show(elsewhere[0].tool_server.name)}; a capability cannot move between tool servers")
+                self.fail(
+                    join(spec.path, "key"),
+                    f"{spec.key} already exists on tool server "
+                    f"{show(elsewhere[0].tool_server.name)}; a capability cannot move between tool servers",
+                )
                 continue
             reg_key = ("capability", slug, spec.key)
             server_key = ("tool_server", slug, server_spec.name)
             if not existing:
+
                 def create(reg, actor, spec=spec, reg_key=reg_key, server_key=server_key):
                     reg[reg_key] = services.capability_create(
                         actor=actor, tool_server=reg[server_key], key=spec.key, **spec.fields
                     )
+
                 self.add("capability", "create", "capability", spec.path, spec.key, create)
                 continue
             current = existing[0]
             state = {name: getattr(current, name) for name in spec.fields}
             changes = diff(state, spec.fields)
             if changes:
+
                 def update(reg, actor, reg_key=reg_key, changes=changes):
                     services.capability_update(actor=actor, capability=reg[reg_key], **changes)
-                self.add("capability", "update", "capability", spec.path, spec.key, update,
-                         describe(state, changes))
 
+                self.add(
+                    "capability",
+                    "update",
+                    "capability",
+                    spec.path,
+                    spec.key,
+                    update,
+                    describe(state, changes),
+                )

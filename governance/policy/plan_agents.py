@@ -37,14 +37,18 @@ def agents(planner: Planner) -> None:
                 planner.fail(path, problem)
                 ok = False
         if current is not None and current.kind != spec.kind:
-            planner.fail(join(spec.path, "kind"), f"the agent is {current.kind}; an agent's kind cannot change "
-                         "(create a new agent)")
+            planner.fail(
+                join(spec.path, "kind"),
+                f"the agent is {current.kind}; an agent's kind cannot change (create a new agent)",
+            )
             ok = False
         before = current.status if current is not None else AgentStatus.ACTIVE
-        if spec.status != before and (before, spec.status) not in TRANSITIONS:
-            if current is not None or spec.status != AgentStatus.PENDING:
-                planner.fail(join(spec.path, "status"), f"the agent is {before}; it cannot become {spec.status}")
-                ok = False
+        new_and_pending = current is None and spec.status == AgentStatus.PENDING
+        if spec.status != before and (before, spec.status) not in TRANSITIONS and not new_and_pending:
+            planner.fail(
+                join(spec.path, "status"), f"the agent is {before}; it cannot become {spec.status}"
+            )
+            ok = False
         if ok:
             _plan_agent(planner, spec, current)
 
@@ -65,31 +69,51 @@ def _plan_agent(planner: Planner, spec, current) -> None:
 
         def create(reg, actor, spec=spec):
             reg[reg_key] = services.agent_create(
-                actor=actor, organization=reg[("organization", slug)], name=spec.name, kind=spec.kind,
-                owner=reg[("user", spec.owner)], description=spec.description, jwks=spec.jwks,
-                jwks_uri=spec.jwks_uri, redirect_uris=spec.redirect_uris, status=initial,
+                actor=actor,
+                organization=reg[("organization", slug)],
+                name=spec.name,
+                kind=spec.kind,
+                owner=reg[("user", spec.owner)],
+                description=spec.description,
+                jwks=spec.jwks,
+                jwks_uri=spec.jwks_uri,
+                redirect_uris=spec.redirect_uris,
+                status=initial,
                 ceiling=[reg[("capability", slug, key)] for key in keys],
             )
+
         planner.add("agent", "create", "agent", spec.path, spec.name, create)
     else:
         application = current.application
         state = {
-            "description": current.description, "owner": current.owner.username, "jwks": current.jwks or {},
+            "description": current.description,
+            "owner": current.owner.username,
+            "jwks": current.jwks or {},
             "jwks_uri": current.jwks_uri,
             "redirect_uris": application.redirect_uris.split() if application is not None else [],
         }
-        wanted = {"description": spec.description, "owner": spec.owner, "jwks": spec.jwks,
-                  "jwks_uri": spec.jwks_uri, "redirect_uris": spec.redirect_uris}
+        wanted = {
+            "description": spec.description,
+            "owner": spec.owner,
+            "jwks": spec.jwks,
+            "jwks_uri": spec.jwks_uri,
+            "redirect_uris": spec.redirect_uris,
+        }
         changes = {name: value for name, value in wanted.items() if state[name] != value}
         if changes:
-            details = [f"{name} changed" if name == "jwks" else f"{name}: {show(state[name], 40)} → {show(value, 40)}"
-                       for name, value in changes.items()]
+            details = [
+                f"{name} changed"
+                if name == "jwks"
+                else f"{name}: {show(state[name], 40)} → {show(value, 40)}"
+                for name, value in changes.items()
+            ]
 
             def update(reg, actor, changes=changes):
                 arguments = dict(changes)
                 if "owner" in arguments:
                     arguments["owner"] = reg[("user", arguments["owner"])]
                 services.agent_update(actor=actor, agent=reg[reg_key], **arguments)
+
             planner.add("agent", "update", "agent", spec.path, spec.name, update, details)
         _plan_ceiling(planner, spec, current, set(keys))
     before = current.status if current is not None else initial
@@ -98,8 +122,16 @@ def _plan_agent(planner: Planner, spec, current) -> None:
 
         def transition(reg, actor, spec=spec, move=move):
             move(actor=actor, agent=reg[reg_key], reason=spec.status_reason or planner.reason)
-        planner.add("status", spec.status if spec.status != AgentStatus.ACTIVE else "activate", "agent",
-                    join(spec.path, "status"), spec.name, transition, [f"status: {before} → {spec.status}"])
+
+        planner.add(
+            "status",
+            spec.status if spec.status != AgentStatus.ACTIVE else "activate",
+            "agent",
+            join(spec.path, "status"),
+            spec.name,
+            transition,
+            [f"status: {before} → {spec.status}"],
+        )
 
 
 def _plan_ceiling(planner: Planner, spec, current, wanted: set[str]) -> None:
@@ -108,23 +140,35 @@ def _plan_ceiling(planner: Planner, spec, current, wanted: set[str]) -> None:
         return
     removed = have - wanted
     revoked_in_file = {
-        (g.capability, g.user) for g in planner.spec.grants
+        (g.capability, g.user)
+        for g in planner.spec.grants
         if g.revoked and (g.organization, g.agent) == (spec.organization, spec.name)
     }
     blocking = sorted(
-        (g for g in planner.world.open_grants.values() if g.agent_id == current.pk and g.capability.key in removed),
+        (
+            g
+            for g in planner.world.open_grants.values()
+            if g.agent_id == current.pk and g.capability.key in removed
+        ),
         key=lambda g: (g.capability.key, g.user.username if g.user else ""),
     )
     for grant in blocking:
         if (grant.capability.key, grant.user.username if grant.user else None) not in revoked_in_file:
             who = f"for {grant.user.username}" if grant.user else "(service grant)"
-            planner.fail(join(spec.path, "ceiling"), f"removing {grant.capability.key} needs its open grant "
-                         f"{who} revoked: add that grant to grants with revoked: true")
+            planner.fail(
+                join(spec.path, "ceiling"),
+                f"removing {grant.capability.key} needs its open grant "
+                f"{who} revoked: add that grant to grants with revoked: true",
+            )
     slug = spec.organization
 
     def set_ceiling(reg, actor):
-        services.agent_set_ceiling(actor=actor, agent=reg[("agent", slug, spec.name)],
-                                   capabilities=[reg[("capability", slug, key)] for key in sorted(wanted)])
+        services.agent_set_ceiling(
+            actor=actor,
+            agent=reg[("agent", slug, spec.name)],
+            capabilities=[reg[("capability", slug, key)] for key in sorted(wanted)],
+        )
+
     details = [f"add {', '.join(sorted(wanted - have))}"] if wanted - have else []
     details += [f"remove {', '.join(sorted(removed))}"] if removed else []
     planner.add("ceiling", "update", "ceiling", join(spec.path, "ceiling"), spec.name, set_ceiling, details)
@@ -151,11 +195,15 @@ def _check_grant(planner: Planner, spec) -> bool:
         planner.fail(join(spec.path, "capability"), problem)
         ok = False
     if kind == AgentKind.BACKGROUND and spec.user is not None:
-        planner.fail(join(spec.path, "user"), f"{spec.agent} is a background agent: its grants are its own and "
-                     "name no user")
+        planner.fail(
+            join(spec.path, "user"),
+            f"{spec.agent} is a background agent: its grants are its own and name no user",
+        )
         return False
     if kind == AgentKind.INTERACTIVE and spec.user is None:
-        planner.fail(join(spec.path, "user"), f"{spec.agent} is an interactive agent: name the user it acts for")
+        planner.fail(
+            join(spec.path, "user"), f"{spec.agent} is an interactive agent: name the user it acts for"
+        )
         return False
     if spec.user is not None:
         exists, _ = planner.user_in(slug, spec.user)
@@ -165,12 +213,15 @@ def _check_grant(planner: Planner, spec) -> bool:
     if spec.revoked or not ok:
         return ok
     if spec.capability not in ceiling:
-        planner.fail(join(spec.path, "capability"), f"{spec.capability} is outside the ceiling of agent "
-                     f"{spec.agent}")
+        planner.fail(
+            join(spec.path, "capability"), f"{spec.capability} is outside the ceiling of agent {spec.agent}"
+        )
         ok = False
     if status == AgentStatus.RETIRED:
-        planner.fail(spec.path, f"agent {spec.agent} is retired and holds no grants; remove the entry or write "
-                     "revoked: true")
+        planner.fail(
+            spec.path,
+            f"agent {spec.agent} is retired and holds no grants; remove the entry or write revoked: true",
+        )
         ok = False
     return ok
 
@@ -186,21 +237,34 @@ def _plan_grant(planner: Planner, spec) -> None:
     label = f"{spec.capability} for {spec.user or 'service'} via {spec.agent}"
     if spec.revoked:
         if existing is not None:
+
             def revoke(reg, actor, grant=existing):
                 services.grant_revoke(actor=actor, grant=grant, reason=spec.revoke_reason or planner.reason)
+
             planner.add("revoke", "revoke", "grant", spec.path, label, revoke)
         return
     if existing is not None and existing.expires_at == spec.expires_at:
         return
     if spec.expires_at is not None and spec.expires_at <= planner.now:
-        planner.fail(join(spec.path, "expires_at"), "is in the past; a grant can only be created or renewed "
-                     "until a future time")
+        planner.fail(
+            join(spec.path, "expires_at"),
+            "is in the past; a grant can only be created or renewed until a future time",
+        )
         return
     if existing is not None:
+
         def renew(reg, actor, grant=existing):
             services.grant_renew(actor=actor, grant=grant, expires_at=spec.expires_at, reason=planner.reason)
-        planner.add("grant", "renew", "grant", spec.path, label, renew,
-                    [f"expires_at: {_when(existing.expires_at)} → {_when(spec.expires_at)}"])
+
+        planner.add(
+            "grant",
+            "renew",
+            "grant",
+            spec.path,
+            label,
+            renew,
+            [f"expires_at: {_when(existing.expires_at)} → {_when(spec.expires_at)}"],
+        )
         return
     if user is not None and not user.is_active:
         planner.fail(join(spec.path, "user"), f"{spec.user} is deactivated and cannot receive a grant")
@@ -208,10 +272,14 @@ def _plan_grant(planner: Planner, spec) -> None:
 
     def create(reg, actor):
         services.grant_create(
-            actor=actor, agent=reg[("agent", slug, spec.agent)], capability=reg[("capability", slug, spec.capability)],
-            user=reg[("user", spec.user)] if spec.user else None, expires_at=spec.expires_at,
+            actor=actor,
+            agent=reg[("agent", slug, spec.agent)],
+            capability=reg[("capability", slug, spec.capability)],
+            user=reg[("user", spec.user)] if spec.user else None,
+            expires_at=spec.expires_at,
             reason=spec.reason or planner.reason,
         )
+
     planner.add("grant", "create", "grant", spec.path, label, create)
 
 

@@ -30,7 +30,9 @@ class Reader:
         self.problems.append(Problem(path, reason))
 
     # Containers ---------------------------------------------------------------------------------------------
-    def mapping(self, value, path: str, *, allowed: set[str], required: set[str] = frozenset()) -> dict | None:
+    def mapping(
+        self, value, path: str, *, allowed: set[str], required: set[str] = frozenset()
+    ) -> dict | None:
         if not isinstance(value, dict):
             self.fail(path, f"must be a mapping, not {_type(value)}")
             return None
@@ -63,8 +65,17 @@ class Reader:
 
     # Scalars ------------------------------------------------------------------------------------------------
     def text(
-        self, parent: dict, key: str, path: str, *, max_length: int, default: str | None = "",
-        pattern: re.Pattern | None = None, hint: str = "", multiline: bool = False, required: bool = False,
+        self,
+        parent: dict,
+        key: str,
+        path: str,
+        *,
+        max_length: int,
+        default: str | None = "",
+        pattern: re.Pattern | None = None,
+        hint: str = "",
+        multiline: bool = False,
+        required: bool = False,
     ) -> str | None:
         value = parent.get(key, MISSING)
         where = join(path, key)
@@ -110,7 +121,9 @@ class Reader:
             return None
         return value
 
-    def choice(self, parent: dict, key: str, path: str, *, choices: list[str], default: str | None) -> str | None:
+    def choice(
+        self, parent: dict, key: str, path: str, *, choices: list[str], default: str | None
+    ) -> str | None:
         value = parent.get(key, default)
         if value is None:
             return default
@@ -171,6 +184,13 @@ class Reader:
 
 
 def _type(value) -> str:
-    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-             float: "a number", type(None): "null"}
+    names = {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)

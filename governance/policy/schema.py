@@ -10,14 +10,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
-
-from governance.errors import InvalidInput
-from governance.keys import validate_public_jwks
 from governance.models import RiskLevel, Role
 from governance.models.agents import AgentKind, AgentStatus
-from governance.policy.errors import Problem, show
+from governance.policy import fields as checks
+from governance.policy.errors import Problem
 from governance.policy.reader import Reader, join
 
 VERSION = 1
@@ -25,12 +21,16 @@ MAX_ENTRIES = 2000
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.@+_-]{0,149}")
 CAPABILITY_KEY = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
-PARAMETER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
-CONSTRAINT_RULES = {"equals", "in", "max", "min", "pattern", "max_length"}
 NAME_LENGTH, TEXT_LENGTH, REASON_LENGTH = 200, 2000, 1000
 CAPABILITY_DEFAULTS = {
-    "description": "", "risk_level": RiskLevel.LOW.value, "requires_approval": False, "approvals_required": 0,
-    "requires_step_up": False, "max_token_lifetime": 300, "rate_limit_per_minute": None, "daily_quota": None,
+    "description": "",
+    "risk_level": RiskLevel.LOW.value,
+    "requires_approval": False,
+    "approvals_required": 0,
+    "requires_step_up": False,
+    "max_token_lifetime": 300,
+    "rate_limit_per_minute": None,
+    "daily_quota": None,
     "constraints": {},
 }
 
@@ -130,7 +130,9 @@ def read_spec(data) -> tuple[PolicySpec, list[Problem]]:
     for path, item in reader.items(top, "organizations", "", max_items=100):
         entry = reader.mapping(item, path, allowed={"slug", "name"}, required={"slug", "name"})
         if entry is not None:
-            slug = reader.text(entry, "slug", path, max_length=64, required=True, pattern=SLUG, hint="a lowercase slug")
+            slug = reader.text(
+                entry, "slug", path, max_length=64, required=True, pattern=SLUG, hint="a lowercase slug"
+            )
             name = reader.text(entry, "name", path, max_length=NAME_LENGTH, required=True)
             if slug and name:
                 spec.organizations.append(OrganizationSpec(path, slug, name))
@@ -153,8 +155,10 @@ def _organization(reader: Reader, entry: dict, path: str, default_org: str | Non
     slug = reader.text(entry, "organization", path, max_length=64, default=None, pattern=SLUG, hint="a slug")
     if slug is None and "organization" not in entry:
         if default_org is None:
-            reader.fail(join(path, "organization"), "is required when the file does not declare exactly one "
-                        "organization")
+            reader.fail(
+                join(path, "organization"),
+                "is required when the file does not declare exactly one organization",
+            )
         return default_org
     return slug
 
@@ -167,25 +171,21 @@ def _user(reader: Reader, item, path: str, default_org: str | None) -> UserSpec 
     return UserSpec(
         path=path,
         organization=_organization(reader, entry, path, default_org),
-        username=reader.text(entry, "username", path, required=True, max_length=150, pattern=USERNAME,
-                             hint="a user name (letters, digits and . @ + _ -)"),
-        email=_email(reader, entry, path),
+        username=reader.text(
+            entry,
+            "username",
+            path,
+            required=True,
+            max_length=150,
+            pattern=USERNAME,
+            hint="a user name (letters, digits and . @ + _ -)",
+        ),
+        email=checks.email(reader, entry, path),
         first_name=reader.text(entry, "first_name", path, max_length=150),
         last_name=reader.text(entry, "last_name", path, max_length=150),
         role=reader.choice(entry, "role", path, choices=list(Role.values), default=Role.MEMBER.value),
         active=reader.flag(entry, "active", path, default=True),
     )
-
-
-def _email(reader: Reader, entry: dict, path: str) -> str | None:
-    value = reader.text(entry, "email", path, max_length=254)
-    if value:
-        try:
-            validate_email(value)
-        except ValidationError:
-            reader.fail(join(path, "email"), f"{show(value)} is not an e-mail address")
-            return None
-    return value
 
 
 def _tool_server(reader: Reader, item, path: str, default_org: str | None) -> ToolServerSpec | None:
@@ -201,7 +201,9 @@ def _tool_server(reader: Reader, item, path: str, default_org: str | None) -> To
         path=path,
         organization=_organization(reader, entry, path, default_org),
         name=reader.text(entry, "name", path, max_length=NAME_LENGTH, required=True),
-        audience=reader.uri(entry.get("audience"), join(path, "audience"), what="audience", allow_query=False),
+        audience=reader.uri(
+            entry.get("audience"), join(path, "audience"), what="audience", allow_query=False
+        ),
         description=reader.text(entry, "description", path, max_length=TEXT_LENGTH, multiline=True),
         capabilities=capabilities,
     )
@@ -211,23 +213,36 @@ def _capability(reader: Reader, item, path: str) -> CapabilitySpec | None:
     entry = reader.mapping(item, path, allowed={"key", *CAPABILITY_DEFAULTS}, required={"key"})
     if entry is None:
         return None
-    key = reader.text(entry, "key", path, required=True, max_length=128, pattern=CAPABILITY_KEY,
-                      hint="a capability key: dotted lowercase words such as records.read_own")
+    key = reader.text(
+        entry,
+        "key",
+        path,
+        required=True,
+        max_length=128,
+        pattern=CAPABILITY_KEY,
+        hint="a capability key: dotted lowercase words such as records.read_own",
+    )
     requires_approval = reader.flag(entry, "requires_approval", path, default=False)
     fields = {
         "description": reader.text(entry, "description", path, max_length=TEXT_LENGTH, multiline=True),
-        "risk_level": reader.choice(entry, "risk_level", path, choices=list(RiskLevel.values),
-                                    default=RiskLevel.LOW.value),
+        "risk_level": reader.choice(
+            entry, "risk_level", path, choices=list(RiskLevel.values), default=RiskLevel.LOW.value
+        ),
         "requires_approval": requires_approval,
-        "approvals_required": reader.number(entry, "approvals_required", path, minimum=0, maximum=10,
-                                            default=1 if requires_approval else 0),
+        "approvals_required": reader.number(
+            entry, "approvals_required", path, minimum=0, maximum=10, default=1 if requires_approval else 0
+        ),
         "requires_step_up": reader.flag(entry, "requires_step_up", path, default=False),
-        "max_token_lifetime": reader.number(entry, "max_token_lifetime", path, minimum=1, maximum=86400,
-                                            default=300),
-        "rate_limit_per_minute": reader.number(entry, "rate_limit_per_minute", path, minimum=1,
-                                               maximum=1_000_000, default=None),
-        "daily_quota": reader.number(entry, "daily_quota", path, minimum=1, maximum=100_000_000, default=None),
-        "constraints": _constraints(reader, entry.get("constraints"), join(path, "constraints")),
+        "max_token_lifetime": reader.number(
+            entry, "max_token_lifetime", path, minimum=1, maximum=86400, default=300
+        ),
+        "rate_limit_per_minute": reader.number(
+            entry, "rate_limit_per_minute", path, minimum=1, maximum=1_000_000, default=None
+        ),
+        "daily_quota": reader.number(
+            entry, "daily_quota", path, minimum=1, maximum=100_000_000, default=None
+        ),
+        "constraints": checks.constraints(reader, entry.get("constraints"), join(path, "constraints")),
     }
     count = fields["approvals_required"]
     if requires_approval is True and count == 0:
@@ -237,56 +252,20 @@ def _capability(reader: Reader, item, path: str) -> CapabilitySpec | None:
     return CapabilitySpec(path=path, key=key, fields=fields)
 
 
-def _constraints(reader: Reader, value, path: str) -> dict:
-    """{parameter: {equals | in | max | min | pattern | max_length: value}}; "$user" stands for the token's user."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > 32:
-        reader.fail(path, "must be a mapping of at most 32 parameter names to rules")
-        return {}
-    for param, rule in value.items():
-        where = join(path, str(param))
-        if not isinstance(param, str) or not PARAMETER.fullmatch(param):
-            reader.fail(where, "is not a usable parameter name")
-            continue
-        if reader.mapping(rule, where, allowed=CONSTRAINT_RULES) is None:
-            continue
-        if not rule:
-            reader.fail(where, "needs at least one rule")
-        for name, operand in rule.items():
-            _constraint_operand(reader, name, operand, join(where, name))
-    return value
-
-
-def _constraint_operand(reader: Reader, name: str, operand, path: str) -> None:
-    scalar = (str, int, float, bool)
-    if name == "equals":
-        if not isinstance(operand, scalar) or (isinstance(operand, str) and len(operand) > 200):
-            reader.fail(path, "must be a string (at most 200 characters), number or boolean")
-    elif name == "in":
-        if not isinstance(operand, list) or not operand or len(operand) > 100 or not all(
-            isinstance(v, scalar) and not (isinstance(v, str) and len(v) > 200) for v in operand
-        ):
-            reader.fail(path, "must be a list of 1 to 100 strings, numbers or booleans")
-    elif name in ("max", "min"):
-        if isinstance(operand, bool) or not isinstance(operand, int | float):
-            reader.fail(path, "must be a number")
-    elif name == "max_length":
-        if isinstance(operand, bool) or not isinstance(operand, int) or operand < 0:
-            reader.fail(path, "must be a whole number, 0 or more")
-    elif name == "pattern":
-        if not isinstance(operand, str) or len(operand) > 200:
-            reader.fail(path, "must be a regular expression of at most 200 characters")
-            return
-        try:
-            re.compile(operand)
-        except re.error as exc:
-            reader.fail(path, f"is not a valid regular expression: {exc}")
-
-
 def _agent(reader: Reader, item, path: str, default_org: str | None) -> AgentSpec | None:
-    allowed = {"organization", "name", "kind", "owner", "description", "status", "status_reason", "jwks",
-               "jwks_uri", "redirect_uris", "ceiling"}
+    allowed = {
+        "organization",
+        "name",
+        "kind",
+        "owner",
+        "description",
+        "status",
+        "status_reason",
+        "jwks",
+        "jwks_uri",
+        "redirect_uris",
+        "ceiling",
+    }
     entry = reader.mapping(item, path, allowed=allowed, required={"name", "kind", "owner"})
     if entry is None:
         return None
@@ -296,8 +275,10 @@ def _agent(reader: Reader, item, path: str, default_org: str | None) -> AgentSpe
         for uri_path, uri in reader.items(entry, "redirect_uris", path, max_items=10)
     ]
     if redirect_uris and kind == AgentKind.BACKGROUND:
-        reader.fail(join(path, "redirect_uris"), "a background agent has no redirect URIs (it uses client "
-                    "credentials)")
+        reader.fail(
+            join(path, "redirect_uris"),
+            "a background agent has no redirect URIs (it uses client credentials)",
+        )
     if len(set(redirect_uris)) != len(redirect_uris):
         reader.fail(join(path, "redirect_uris"), "lists a redirect URI twice")
     ceiling = []
@@ -314,33 +295,32 @@ def _agent(reader: Reader, item, path: str, default_org: str | None) -> AgentSpe
         organization=_organization(reader, entry, path, default_org),
         name=reader.text(entry, "name", path, max_length=NAME_LENGTH, required=True),
         kind=kind,
-        owner=reader.text(entry, "owner", path, required=True, max_length=150, pattern=USERNAME, hint="a user name"),
+        owner=reader.text(
+            entry, "owner", path, required=True, max_length=150, pattern=USERNAME, hint="a user name"
+        ),
         description=reader.text(entry, "description", path, max_length=TEXT_LENGTH, multiline=True),
-        status=reader.choice(entry, "status", path, choices=list(AgentStatus.values),
-                             default=AgentStatus.ACTIVE.value),
+        status=reader.choice(
+            entry, "status", path, choices=list(AgentStatus.values), default=AgentStatus.ACTIVE.value
+        ),
         status_reason=reader.text(entry, "status_reason", path, max_length=REASON_LENGTH),
-        jwks=_jwks(reader, entry.get("jwks"), join(path, "jwks")),
+        jwks=checks.jwks(reader, entry.get("jwks"), join(path, "jwks")),
         jwks_uri=jwks_uri,
         redirect_uris=redirect_uris,
         ceiling=ceiling,
     )
 
 
-def _jwks(reader: Reader, value, path: str) -> dict | None:
-    try:
-        return validate_public_jwks(value)
-    except InvalidInput as exc:
-        # The message names the member (keys[0]) and never echoes key material.
-        where = exc.message.split(" ", 1)
-        if where[0].startswith("keys[") and len(where) == 2:
-            reader.fail(join(path, where[0]), where[1])
-        else:
-            reader.fail(path, exc.message)
-        return None
-
-
 def _grant(reader: Reader, item, path: str, default_org: str | None) -> GrantSpec | None:
-    allowed = {"organization", "agent", "capability", "user", "expires_at", "reason", "revoked", "revoke_reason"}
+    allowed = {
+        "organization",
+        "agent",
+        "capability",
+        "user",
+        "expires_at",
+        "reason",
+        "revoked",
+        "revoke_reason",
+    }
     entry = reader.mapping(item, path, allowed=allowed, required={"agent", "capability"})
     if entry is None:
         return None
@@ -348,9 +328,18 @@ def _grant(reader: Reader, item, path: str, default_org: str | None) -> GrantSpe
         path=path,
         organization=_organization(reader, entry, path, default_org),
         agent=reader.text(entry, "agent", path, required=True, max_length=NAME_LENGTH),
-        capability=reader.text(entry, "capability", path, required=True, max_length=128, pattern=CAPABILITY_KEY,
-                               hint="a capability key"),
-        user=reader.text(entry, "user", path, max_length=150, default=None, pattern=USERNAME, hint="a user name"),
+        capability=reader.text(
+            entry,
+            "capability",
+            path,
+            required=True,
+            max_length=128,
+            pattern=CAPABILITY_KEY,
+            hint="a capability key",
+        ),
+        user=reader.text(
+            entry, "user", path, max_length=150, default=None, pattern=USERNAME, hint="a user name"
+        ),
         expires_at=reader.timestamp(entry, "expires_at", path),
         reason=reader.text(entry, "reason", path, max_length=REASON_LENGTH, multiline=True),
         revoked=reader.flag(entry, "revoked", path, default=False),
@@ -377,7 +366,9 @@ def _check_duplicates(reader: Reader, spec: PolicySpec) -> None:
     for organization, capability in capabilities:
         first = keys.setdefault((organization, capability.key), capability.path)
         if first != capability.path:
-            reader.fail(capability.path, f"repeats the capability key of {first} (keys are unique in an organization)")
+            reader.fail(
+                capability.path, f"repeats the capability key of {first} (keys are unique in an organization)"
+            )
     once(spec.agents, lambda a: (a.organization, a.name), "name")
     once(spec.grants, lambda g: g.identity, "agent, capability and user")
     for agent in spec.agents:

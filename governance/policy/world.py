@@ -29,7 +29,8 @@ class World:
             self.tool_servers[(server.organization.slug, server.name)] = server
         audiences = {t.audience for t in spec.tool_servers}
         self.audiences = {
-            s.audience: s for s in ToolServer.objects.filter(audience__in=audiences).select_related("organization")
+            s.audience: s
+            for s in ToolServer.objects.filter(audience__in=audiences).select_related("organization")
         }
         self.capabilities: dict[tuple[str, str], list[Capability]] = defaultdict(list)
         for capability in Capability.objects.filter(tool_server__organization_id__in=org_ids).select_related(
@@ -37,15 +38,17 @@ class World:
         ):
             self.capabilities[(capability.tool_server.organization.slug, capability.key)].append(capability)
         self.agents: dict[tuple[str, str], Agent] = {}
-        agents = Agent.objects.filter(organization_id__in=org_ids).select_related(
-            "organization", "owner", "application"
-        ).prefetch_related("ceiling")
+        agents = (
+            Agent.objects.filter(organization_id__in=org_ids)
+            .select_related("organization", "owner", "application")
+            .prefetch_related("ceiling")
+        )
         for agent in agents:
             self.agents[(agent.organization.slug, agent.name)] = agent
         self.open_grants: dict[tuple[int, int, int | None], Grant] = {}
-        for grant in Grant.objects.filter(organization_id__in=org_ids, revoked_at__isnull=True).select_related(
-            "capability", "user"
-        ):
+        for grant in Grant.objects.filter(
+            organization_id__in=org_ids, revoked_at__isnull=True
+        ).select_related("capability", "user"):
             self.open_grants[(grant.agent_id, grant.capability_id, grant.user_id)] = grant
 
     def users_of(self, slug: str) -> dict[str, User]:

@@ -57,15 +57,18 @@ def head() -> int:
 
 
 def row_counts() -> dict[str, int]:
-    return {model.__name__: model.objects.count() for model in (Organization, User, ToolServer, Capability,
-                                                               Agent, Grant)}
+    return {
+        model.__name__: model.objects.count()
+        for model in (Organization, User, ToolServer, Capability, Agent, Grant)
+    }
 
 
 def grant_of(agent: str, capability: str, user: str | None) -> dict:
     return {"agent": agent, "capability": capability, **({"user": user} if user else {})}
 
 
-# Applying ------------------------------------------------------------------------------------------------------
+# Applying ---
+
 
 def test_apply_creates_everything_through_the_services(tmp_path):
     output = run(EXAMPLE)
@@ -73,11 +76,22 @@ def test_apply_creates_everything_through_the_services(tmp_path):
     assert "applied 29 changes" in output
     org = Organization.objects.get(slug="clinic")
     assert set(User.objects.filter(organization=org).values_list("username", flat=True)) == {
-        "dana", "ravi", "mei", "audra", "alice", "bob", "carol"}
+        "dana",
+        "ravi",
+        "mei",
+        "audra",
+        "alice",
+        "bob",
+        "carol",
+    }
     assert not any(u.has_usable_password() for u in User.objects.all())
     cancel = Capability.objects.get(key="appointments.cancel")
-    assert (cancel.risk_level, cancel.requires_approval, cancel.approvals_required, cancel.requires_step_up) == (
-        "high", True, 1, True)
+    assert (
+        cancel.risk_level,
+        cancel.requires_approval,
+        cancel.approvals_required,
+        cancel.requires_step_up,
+    ) == ("high", True, 1, True)
     assert Capability.objects.get(key="prescriptions.request").approvals_required == 2
     assert Capability.objects.get(key="records.read_own").constraints == {"patient_id": {"equals": "$user"}}
     voice = Agent.objects.get(name="voice-assistant")
@@ -86,12 +100,20 @@ def test_apply_creates_everything_through_the_services(tmp_path):
     assert all("d" not in k for a in Agent.objects.all() for k in a.jwks["keys"])
     assert set(voice.ceiling.values_list("key", flat=True)) == {"records.read_own", "appointments.book"}
     assert set(Grant.objects.filter(agent=voice).values_list("user__username", flat=True)) == {"alice", "bob"}
-    assert list(Grant.objects.filter(agent__name="billing-runner").values_list("user", flat=True)) == [None, None]
+    assert list(Grant.objects.filter(agent__name="billing-runner").values_list("user", flat=True)) == [
+        None,
+        None,
+    ]
 
     events = events_after(0)
     assert Counter(e.action for e in events) == {
-        "organization.created": 1, "user.created": 7, "tool_server.created": 2, "capability.created": 6,
-        "agent.created": 3, "grant.created": 10, "policy.applied": 1,
+        "organization.created": 1,
+        "user.created": 7,
+        "tool_server.created": 2,
+        "capability.created": 6,
+        "agent.created": 3,
+        "grant.created": 10,
+        "policy.applied": 1,
     }
     assert {(e.actor_type, e.actor_label) for e in events} == {("system", "policy apply clinic.yaml")}
     summary = events[-1]
@@ -130,7 +152,9 @@ def test_dry_run_of_changes_names_each_change_with_its_path(tmp_path):
     output = run(write(tmp_path, document), "--dry-run")
 
     assert "update user ravi (users[1]): role: 'approver' → 'admin'" in output
-    assert "update capability appointments.book (tool_servers[0].capabilities[1]): daily_quota: 20 → 5" in output
+    assert (
+        "update capability appointments.book (tool_servers[0].capabilities[1]): daily_quota: 20 → 5" in output
+    )
     assert head() == before
     assert User.objects.get(username="ravi").role == "approver"
 
@@ -145,18 +169,31 @@ def test_changes_go_through_the_matching_services(tmp_path):
     document["agents"][1]["status"] = "suspended"
     document["grants"][0]["expires_at"] = later.isoformat()
     document["grants"][7]["revoked"] = True
-    document["grants"].append({**grant_of("voice-assistant", "appointments.cancel", "alice"), "reason": "moved"})
+    document["grants"].append(
+        {**grant_of("voice-assistant", "appointments.cancel", "alice"), "reason": "moved"}
+    )
     before = head()
 
     run(write(tmp_path, document))
 
     actions = Counter(e.action for e in events_after(before))
-    assert actions == {"user.role_changed": 1, "agent.updated": 1, "agent.ceiling_changed": 1,
-                       "agent.suspended": 1, "grant.renewed": 1, "grant.revoked": 1, "grant.created": 1,
-                       "policy.applied": 1}
+    assert actions == {
+        "user.role_changed": 1,
+        "agent.updated": 1,
+        "agent.ceiling_changed": 1,
+        "agent.suspended": 1,
+        "grant.renewed": 1,
+        "grant.revoked": 1,
+        "grant.created": 1,
+        "policy.applied": 1,
+    }
     assert Agent.objects.get(name="support-assistant").status == "suspended"
-    assert Grant.objects.get(agent__name="voice-assistant", capability__key="records.read_own",
-                             user__username="alice").expires_at == later
+    assert (
+        Grant.objects.get(
+            agent__name="voice-assistant", capability__key="records.read_own", user__username="alice"
+        ).expires_at
+        == later
+    )
     prescription = Grant.objects.get(capability__key="prescriptions.request")
     assert prescription.revoked_at is not None
     assert run(write(tmp_path, document)).strip() == "no changes"
@@ -171,7 +208,8 @@ def test_removing_a_capability_from_a_ceiling_needs_its_grants_revoked(tmp_path)
     with pytest.raises(CommandError) as refused:
         run(write(tmp_path, document))
     assert "clinic.yaml: agents[0].ceiling: removing appointments.book needs its open grant for alice" in str(
-        refused.value)
+        refused.value
+    )
     assert [e.action for e in events_after(before)] == ["policy.refused"]
 
     for index in (1, 3):  # appointments.book for alice and bob
@@ -180,20 +218,24 @@ def test_removing_a_capability_from_a_ceiling_needs_its_grants_revoked(tmp_path)
     actions = [e.action for e in events_after(before + 1)]
     assert actions == ["grant.revoked", "grant.revoked", "agent.ceiling_changed", "policy.applied"]
     assert set(Agent.objects.get(name="voice-assistant").ceiling.values_list("key", flat=True)) == {
-        "records.read_own"}
+        "records.read_own"
+    }
 
 
 def test_what_the_file_does_not_name_is_left_alone(tmp_path):
     run(EXAMPLE)
-    minimal = {"version": 1, "organizations": [{"slug": "clinic", "name": "Riverside Clinic"}],
-               "users": [{"username": "erin", "role": "member"}]}
+    minimal = {
+        "version": 1,
+        "organizations": [{"slug": "clinic", "name": "Riverside Clinic"}],
+        "users": [{"username": "erin", "role": "member"}],
+    }
     run(write(tmp_path, minimal, "erin.yaml"))
 
     assert User.objects.filter(organization__slug="clinic").count() == 8
     assert Grant.objects.filter(revoked_at__isnull=True).count() == 10
 
 
-# Refusals ------------------------------------------------------------------------------------------------------
+# Refusals ---
 
 PRIVATE_KEY = json.loads(jwk.JWK.generate(kty="EC", crv="P-256").export_private())
 
@@ -206,6 +248,7 @@ def _set(*keys_and_value):
         for key in keys[:-1]:
             target = target[key]
         target[keys[-1]] = value
+
     return mutate
 
 
@@ -217,61 +260,144 @@ INVALID = [
     ("unknown key", _set("agents", 0, "colour", "blue"), "agents[0].colour: unknown key"),
     ("unknown top-level key", _set("roles", []), "clinic.yaml: roles: unknown key"),
     ("missing version", lambda d: d.pop("version"), "version: is required"),
-    ("wrong type", _set("tool_servers", 0, "capabilities", 0, "max_token_lifetime", "300"),
-     "tool_servers[0].capabilities[0].max_token_lifetime: must be a whole number"),
-    ("boolean as string", _set("tool_servers", 0, "capabilities", 2, "requires_step_up", "yes"),
-     "tool_servers[0].capabilities[2].requires_step_up: must be true or false"),
-    ("unknown ceiling capability", _set("agents", 1, "ceiling", 2, "records.delete_all"),
-     "agents[1].ceiling[2]: no capability records.delete_all"),
+    (
+        "wrong type",
+        _set("tool_servers", 0, "capabilities", 0, "max_token_lifetime", "300"),
+        "tool_servers[0].capabilities[0].max_token_lifetime: must be a whole number",
+    ),
+    (
+        "boolean as string",
+        _set("tool_servers", 0, "capabilities", 2, "requires_step_up", "yes"),
+        "tool_servers[0].capabilities[2].requires_step_up: must be true or false",
+    ),
+    (
+        "unknown ceiling capability",
+        _set("agents", 1, "ceiling", 2, "records.delete_all"),
+        "agents[1].ceiling[2]: no capability records.delete_all",
+    ),
     ("grant names an unknown user", _set("grants", 0, "user", "mallory"), "grants[0].user: no user mallory"),
-    ("grant names an unknown agent", _set("grants", 2, "agent", "ghost"), "grants[2].agent: no agent 'ghost'"),
-    ("grant names an unknown capability", _set("grants", 1, "capability", "appointments.move"),
-     "grants[1].capability: no capability appointments.move"),
-    ("capability key shape", _set("tool_servers", 0, "capabilities", 0, "key", "Records.Read"),
-     "tool_servers[0].capabilities[0].key: 'Records.Read' is not a capability key"),
-    ("audience without scheme", _set("tool_servers", 0, "audience", "records.clinic.example/mcp"),
-     "tool_servers[0].audience: 'records.clinic.example/mcp' must be an absolute https URI"),
-    ("audience with fragment", _set("tool_servers", 1, "audience", "https://billing.clinic.example/api#x"),
-     "tool_servers[1].audience: 'https://billing.clinic.example/api#x' must not have a fragment"),
-    ("plain http audience", _set("tool_servers", 1, "audience", "http://billing.clinic.example/api"),
-     "tool_servers[1].audience: 'http://billing.clinic.example/api' must use https"),
-    ("redirect URI over plain http", _set("agents", 0, "redirect_uris", ["http://evil.example/cb"]),
-     "agents[0].redirect_uris[0]: 'http://evil.example/cb' must use https"),
-    ("grant outside the ceiling", _append("grants", grant_of("voice-assistant", "prescriptions.request", "alice")),
-     "grants[10].capability: prescriptions.request is outside the ceiling of agent voice-assistant"),
-    ("background grant names a user", _set("grants", 8, "user", "alice"),
-     "grants[8].user: billing-runner is a background agent"),
-    ("interactive grant without user", lambda d: d["grants"][0].pop("user"),
-     "grants[0].user: voice-assistant is an interactive agent"),
-    ("private key in JWKS", _set("agents", 2, "jwks", {"keys": [PRIVATE_KEY]}),
-     "agents[2].jwks.keys[0]: contains private key material"),
-    ("duplicate username", _append("users", {"username": "alice"}), "users[7]: repeats the username of users[4]"),
-    ("duplicate agent name", _append("agents", {"name": "voice-assistant", "kind": "interactive", "owner": "dana"}),
-     "agents[3]: repeats the name of agents[0]"),
-    ("duplicate grant", _append("grants", grant_of("billing-runner", "billing.invoice_send", None)),
-     "grants[10]: repeats the agent, capability and user of grants[9]"),
-    ("duplicate capability key", _set("tool_servers", 1, "capabilities", 1, "key", "records.read_own"),
-     "tool_servers[1].capabilities[1]: repeats the capability key of tool_servers[0].capabilities[0]"),
-    ("overlong description", _set("agents", 0, "description", "x" * 5000),
-     "agents[0].description: is 5000 characters long"),
-    ("control characters in a name", _set("agents", 0, "name", "voice\x1b[2J"),
-     "agents[0].name: contains control characters"),
-    ("approval without approvers", _set("tool_servers", 0, "capabilities", 2, "approvals_required", 0),
-     "tool_servers[0].capabilities[2].approvals_required: must be at least 1"),
-    ("expiry in the past", _set("grants", 0, "expires_at", "2001-01-01T00:00:00Z"),
-     "grants[0].expires_at: is in the past"),
-    ("expiry without time zone", _set("grants", 0, "expires_at", "2031-01-01T00:00:00"),
-     "grants[0].expires_at: must carry a time zone"),
-    ("owner outside the organization", _set("agents", 0, "owner", "nobody"), "agents[0].owner: no user nobody"),
-    ("background agent with redirect URIs", _set("agents", 2, "redirect_uris", ["http://127.0.0.1:9/cb"]),
-     "agents[2].redirect_uris: a background agent has no redirect URIs"),
-    ("bad constraint rule", _set("tool_servers", 0, "capabilities", 0, "constraints", {"patient_id": {"like": 1}}),
-     "tool_servers[0].capabilities[0].constraints.patient_id.like: unknown key"),
+    (
+        "grant names an unknown agent",
+        _set("grants", 2, "agent", "ghost"),
+        "grants[2].agent: no agent 'ghost'",
+    ),
+    (
+        "grant names an unknown capability",
+        _set("grants", 1, "capability", "appointments.move"),
+        "grants[1].capability: no capability appointments.move",
+    ),
+    (
+        "capability key shape",
+        _set("tool_servers", 0, "capabilities", 0, "key", "Records.Read"),
+        "tool_servers[0].capabilities[0].key: 'Records.Read' is not a capability key",
+    ),
+    (
+        "audience without scheme",
+        _set("tool_servers", 0, "audience", "records.clinic.example/mcp"),
+        "tool_servers[0].audience: 'records.clinic.example/mcp' must be an absolute https URI",
+    ),
+    (
+        "audience with fragment",
+        _set("tool_servers", 1, "audience", "https://billing.clinic.example/api#x"),
+        "tool_servers[1].audience: 'https://billing.clinic.example/api#x' must not have a fragment",
+    ),
+    (
+        "plain http audience",
+        _set("tool_servers", 1, "audience", "http://billing.clinic.example/api"),
+        "tool_servers[1].audience: 'http://billing.clinic.example/api' must use https",
+    ),
+    (
+        "redirect URI over plain http",
+        _set("agents", 0, "redirect_uris", ["http://evil.example/cb"]),
+        "agents[0].redirect_uris[0]: 'http://evil.example/cb' must use https",
+    ),
+    (
+        "grant outside the ceiling",
+        _append("grants", grant_of("voice-assistant", "prescriptions.request", "alice")),
+        "grants[10].capability: prescriptions.request is outside the ceiling of agent voice-assistant",
+    ),
+    (
+        "background grant names a user",
+        _set("grants", 8, "user", "alice"),
+        "grants[8].user: billing-runner is a background agent",
+    ),
+    (
+        "interactive grant without user",
+        lambda d: d["grants"][0].pop("user"),
+        "grants[0].user: voice-assistant is an interactive agent",
+    ),
+    (
+        "private key in JWKS",
+        _set("agents", 2, "jwks", {"keys": [PRIVATE_KEY]}),
+        "agents[2].jwks.keys[0]: contains private key material",
+    ),
+    (
+        "duplicate username",
+        _append("users", {"username": "alice"}),
+        "users[7]: repeats the username of users[4]",
+    ),
+    (
+        "duplicate agent name",
+        _append("agents", {"name": "voice-assistant", "kind": "interactive", "owner": "dana"}),
+        "agents[3]: repeats the name of agents[0]",
+    ),
+    (
+        "duplicate grant",
+        _append("grants", grant_of("billing-runner", "billing.invoice_send", None)),
+        "grants[10]: repeats the agent, capability and user of grants[9]",
+    ),
+    (
+        "duplicate capability key",
+        _set("tool_servers", 1, "capabilities", 1, "key", "records.read_own"),
+        "tool_servers[1].capabilities[1]: repeats the capability key of tool_servers[0].capabilities[0]",
+    ),
+    (
+        "overlong description",
+        _set("agents", 0, "description", "x" * 5000),
+        "agents[0].description: is 5000 characters long",
+    ),
+    (
+        "control characters in a name",
+        _set("agents", 0, "name", "voice\x1b[2J"),
+        "agents[0].name: contains control characters",
+    ),
+    (
+        "approval without approvers",
+        _set("tool_servers", 0, "capabilities", 2, "approvals_required", 0),
+        "tool_servers[0].capabilities[2].approvals_required: must be at least 1",
+    ),
+    (
+        "expiry in the past",
+        _set("grants", 0, "expires_at", "2001-01-01T00:00:00Z"),
+        "grants[0].expires_at: is in the past",
+    ),
+    (
+        "expiry without time zone",
+        _set("grants", 0, "expires_at", "2031-01-01T00:00:00"),
+        "grants[0].expires_at: must carry a time zone",
+    ),
+    (
+        "owner outside the organization",
+        _set("agents", 0, "owner", "nobody"),
+        "agents[0].owner: no user nobody",
+    ),
+    (
+        "background agent with redirect URIs",
+        _set("agents", 2, "redirect_uris", ["http://127.0.0.1:9/cb"]),
+        "agents[2].redirect_uris: a background agent has no redirect URIs",
+    ),
+    (
+        "bad constraint rule",
+        _set("tool_servers", 0, "capabilities", 0, "constraints", {"patient_id": {"like": 1}}),
+        "tool_servers[0].capabilities[0].constraints.patient_id.like: unknown key",
+    ),
     ("unknown status", _set("agents", 0, "status", "paused"), "agents[0].status: 'paused' is not one of"),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "expected"), [case[1:] for case in INVALID], ids=[case[0] for case in INVALID])
+@pytest.mark.parametrize(
+    ("mutate", "expected"), [case[1:] for case in INVALID], ids=[case[0] for case in INVALID]
+)
 def test_an_invalid_file_is_refused_whole_with_its_path(tmp_path, mutate, expected):
     document = clinic()
     mutate(document)
@@ -308,14 +434,20 @@ def test_a_service_refusal_mid_apply_rolls_everything_back(tmp_path):
     assert [e.action for e in events_after(0)] == ["policy.refused"]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("version: 1\nusers:\n  - &a {username: x}\n  - *a\n", "anchors and aliases are not allowed"),
-    ("version: 1\norganizations:\n  - {slug: a, name: A}\nusers:\n  - username: x\n    role: member\n"
-     "    role: admin\n", "line 7: the key 'role' appears twice"),
-    ("version: 1\nusers: [\n", "not valid YAML"),
-    ("version: 1\nusers: !!python/object/apply:os.system [echo hi]\n", "not valid YAML"),
-    ("", "the file is empty"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version: 1\nusers:\n  - &a {username: x}\n  - *a\n", "anchors and aliases are not allowed"),
+        (
+            "version: 1\norganizations:\n  - {slug: a, name: A}\nusers:\n  - username: x\n    role: member\n"
+            "    role: admin\n",
+            "line 7: the key 'role' appears twice",
+        ),
+        ("version: 1\nusers: [\n", "not valid YAML"),
+        ("version: 1\nusers: !!python/object/apply:os.system [echo hi]\n", "not valid YAML"),
+        ("", "the file is empty"),
+    ],
+)
 def test_unsafe_or_broken_yaml_is_refused(tmp_path, text, expected):
     with pytest.raises(CommandError) as refused:
         run(write(tmp_path, text))
@@ -325,18 +457,27 @@ def test_unsafe_or_broken_yaml_is_refused(tmp_path, text, expected):
 
 def test_a_user_of_another_organization_is_not_taken_over(tmp_path):
     run(EXAMPLE)
-    other = {"version": 1, "organizations": [{"slug": "elsewhere", "name": "Elsewhere"}],
-             "users": [{"username": "alice", "role": "admin"}]}
+    other = {
+        "version": 1,
+        "organizations": [{"slug": "elsewhere", "name": "Elsewhere"}],
+        "users": [{"username": "alice", "role": "admin"}],
+    }
     with pytest.raises(CommandError, match=r"users\[0\]\.username: alice already exists outside"):
         run(write(tmp_path, other, "other.yaml"))
     assert User.objects.get(username="alice").role == "member"
 
 
-@pytest.mark.parametrize(("mutate", "expected"), [
-    (_set("agents", 2, "kind", "interactive"), "agents[2].kind: the agent is background"),
-    (_set("agents", 0, "status", "pending"), "agents[0].status: the agent is active; it cannot become pending"),
-    (_set("users", 4, "active", True), None),
-])
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (_set("agents", 2, "kind", "interactive"), "agents[2].kind: the agent is background"),
+        (
+            _set("agents", 0, "status", "pending"),
+            "agents[0].status: the agent is active; it cannot become pending",
+        ),
+        (_set("users", 4, "active", True), None),
+    ],
+)
 def test_lifecycle_rules_hold_on_existing_objects(tmp_path, mutate, expected):
     run(EXAMPLE)
     document = clinic()
@@ -375,7 +516,8 @@ def test_deactivated_users_are_not_reactivated_by_a_file(tmp_path):
         run(EXAMPLE)
 
 
-# Export --------------------------------------------------------------------------------------------------------
+# Export ---
+
 
 def _renamed(document: dict, suffix: str) -> dict:
     """The same policy for a copy of the organization: every globally unique name gets a suffix."""
@@ -424,8 +566,17 @@ def test_export_then_apply_reproduces_the_state(tmp_path):
 
 def test_export_of_several_organizations_names_them_on_each_entry(tmp_path):
     run(EXAMPLE)
-    run(write(tmp_path, {"version": 1, "organizations": [{"slug": "lab", "name": "Lab"}],
-                         "users": [{"username": "lee", "role": "admin"}]}, "lab.yaml"))
+    run(
+        write(
+            tmp_path,
+            {
+                "version": 1,
+                "organizations": [{"slug": "lab", "name": "Lab"}],
+                "users": [{"username": "lee", "role": "admin"}],
+            },
+            "lab.yaml",
+        )
+    )
     exported = export_policy()
     assert [o["slug"] for o in exported["organizations"]] == ["clinic", "lab"]
     assert {u["organization"] for u in exported["users"]} == {"clinic", "lab"}
@@ -442,7 +593,8 @@ def test_export_command_writes_yaml_for_one_organization(tmp_path):
         call_command("policy", "export", "--organization", "nowhere", stdout=io.StringIO())
 
 
-# Exit codes, as a shell sees them ------------------------------------------------------------------------------
+# Exit codes, as a shell sees them ---
+
 
 def test_command_error_carries_the_exit_code(tmp_path):
     document = clinic()
@@ -460,13 +612,18 @@ def test_manage_py_exit_codes(tmp_path):
     manage = [sys.executable, str(ROOT / "manage.py")]
 
     def shell(*args):
-        return subprocess.run([*manage, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [*manage, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
 
     test_db = connection.settings_dict["NAME"]
     if connection.vendor == "sqlite" and Path(str(test_db)).is_file():
         # Copy the migrated (committed, empty) test database rather than migrating again.
         (tmp_path / "var").mkdir()
-        with sqlite3.connect(test_db) as source, sqlite3.connect(tmp_path / "var" / "gatehouse.sqlite3") as target:
+        with (
+            sqlite3.connect(test_db) as source,
+            sqlite3.connect(tmp_path / "var" / "gatehouse.sqlite3") as target,
+        ):
             source.backup(target)
     else:
         assert shell("migrate", "--noinput", "-v0").returncode == 0

@@ -35,7 +35,9 @@ class Command(BaseCommand):
         except PolicyRefused as refusal:
             for line in refusal.lines()[1:]:
                 self.stderr.write(line)
-            raise CommandError(f"refused, nothing applied: {refusal.lines()[0]}", returncode=EXIT_REFUSED) from None
+            raise CommandError(
+                f"refused, nothing applied: {refusal.lines()[0]}", returncode=EXIT_REFUSED
+            ) from None
         if not outcome.changes:
             self.stdout.write("no changes")
             return
