@@ -134,7 +134,8 @@ TRIGGERS = [
      [(USER_CHANGES_UNDER_GRANTS, "a user with open grants cannot change organization")]),
     ("gh_capability_update", "governance_capability", "BEFORE UPDATE", "", [
         (CAPABILITY_MOVES_UNDER_GRANTS, "a granted capability cannot move to another tool server"),
-        (CAPABILITY_LEAVES_CEILING_ORG, "a capability in an agent's ceiling cannot move to another organization"),
+        (CAPABILITY_LEAVES_CEILING_ORG,
+         "a capability in an agent's ceiling cannot move to another organization"),
     ]),
     ("gh_toolserver_update", "governance_toolserver", "BEFORE UPDATE", "",
      [(TOOL_SERVER_MOVES, "a tool server with capabilities cannot change organization")]),
@@ -164,7 +165,8 @@ def sqlite_sql(name: str, table: str, when: str, locks: str, rules: list) -> str
 
 def postgres_sql(name: str, table: str, when: str, locks: str, rules: list) -> str:
     checks = "".join(
-        f"IF {condition} THEN RAISE EXCEPTION '{_quote(message)}' USING ERRCODE = 'check_violation'; END IF;\n"
+        f"IF {condition} THEN RAISE EXCEPTION '{_quote(message)}'"
+        f" USING ERRCODE = 'check_violation'; END IF;\n"
         for condition, message in rules
     )
     row = "OLD" if "DELETE" in when else "NEW"
