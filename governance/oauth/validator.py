@@ -148,6 +148,10 @@ class GatehouseValidator(OAuth2Validator):
     # ---- scopes, redirect URIs, grants ------------------------------------------------------------------
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
         """Shape only; whether grants cover the scopes is decided in :mod:`issuance` (with an audit event)."""
+        scopes = [s for s in scopes if s]
+        if not scopes:  # an empty scope parameter counts as none: the agent's configured minimum, maybe nothing
+            scopes = list(self.get_default_scopes(client_id, request))
+            request.scopes = scopes
         try:
             parse_scope(" ".join(scopes))
         except BrokerRefusal:
