@@ -195,7 +195,7 @@ def _transition(
     ensure_can_manage(actor, agent.organization)
     # Lock the row: two admins suspending and reactivating at once must not interleave.
     with database_rules(), transaction.atomic():
-        locked = Agent.objects.select_for_update().select_related("application").get(pk=agent.pk)
+        locked = Agent.objects.select_for_update(of=("self",)).select_related("application").get(pk=agent.pk)
         if locked.status not in allowed_from:
             raise InvalidState(f"The agent is {locked.status}; it cannot become {to}.")
         previous = locked.status
