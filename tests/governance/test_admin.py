@@ -396,6 +396,67 @@ def test_members_and_non_admin_staff_cannot_use_the_admin(client, member, org):
     assert client.get(url("auditevent", "changelist")).status_code == 403
 
 
+def test_tool_servers_capabilities_and_users_are_changed_through_their_services(admin_client, org, admin):
+    response = admin_client.post(
+        url("toolserver", "add"),
+        {"organization": org.pk, "name": "Billing", "audience": "https://billing.example.test/api"},
+    )
+    assert response.status_code == 302
+    server = org.tool_servers.get(name="Billing")
+    assert_by(events(Action.TOOL_SERVER_CREATED).get(), admin)
+
+    capability = {
+        "tool_server": server.pk,
+        "key": "billing.invoice_send",
+        "risk_level": "high",
+        "requires_approval": "on",
+        "approvals_required": "2",
+        "max_token_lifetime": "120",
+        "constraints": '{"amount": {"max": 500}}',
+    }
+    assert admin_client.post(url("capability", "add"), capability).status_code == 302
+    created = server.capabilities.get(key="billing.invoice_send")
+    assert (created.approvals_required, created.constraints) == (2, {"amount": {"max": 500}})
+    assert_by(events(Action.CAPABILITY_CREATED).get(), admin)
+
+    bad = admin_client.post(
+        url("capability", "add"),
+        {**capability, "key": "billing.refund", "constraints": '{"amount": {"like": 1}}'},
+    )
+    assert bad.status_code == 200
+    assert "must use only" in str(bad.context["adminform"].form.errors)
+    assert not server.capabilities.filter(key="billing.refund").exists()
+
+    added = admin_client.post(
+        url("user", "add"),
+        {"organization": org.pk, "username": "nurse", "email": "nurse@example.test", "role": "approver"},
+    )
+    assert added.status_code == 302
+    nurse = org.users.get(username="nurse")
+    assert not nurse.has_usable_password()
+    assert_by(events(Action.USER_CREATED).get(), admin)
+    admin_client.post(
+        url("user", "changelist"),
+        {"action": "deactivate_selected", ACTION_CHECKBOX_NAME: [nurse.pk], "post": "yes", "reason": "left"},
+    )
+    nurse.refresh_from_db()
+    assert not nurse.is_active
+    assert_by(events(Action.USER_DEACTIVATED).get(), admin)
+
+
+def test_an_organization_admin_cannot_touch_a_superuser_or_add_organizations(admin_client, org):
+    root = UserFactory(organization=org, username="root", is_staff=True, is_superuser=True)
+
+    assert admin_client.post(url("user", "change", root.pk), {"role": "member"}).status_code == 403
+    admin_client.post(
+        url("user", "changelist"),
+        {"action": "deactivate_selected", ACTION_CHECKBOX_NAME: [root.pk], "post": "yes", "reason": "x"},
+    )
+    root.refresh_from_db()
+    assert root.is_active and root.role == Role.MEMBER
+    assert admin_client.get(url("organization", "add")).status_code == 403
+
+
 def test_oauth_toolkit_applications_are_not_editable_in_the_admin(client, org):
     root = UserFactory(organization=org, is_staff=True, is_superuser=True)
     client.force_login(root)
@@ -435,7 +496,6 @@ def test_audit_changelist_pages_through_without_counting(client, org, many_event
     assert count_queries(queries.captured_queries) == []
     assert response.context["cl"].result_count == many_events.seq
     assert len(response.context["cl"].result_list) == 100
-    assert f"#{many_events.seq}" in str(response.context["cl"].result_list[0]) or True
     assert client.get(url("auditevent", "changelist"), {"p": "2"}).status_code == 200
 
     with CaptureQueriesContext(connection) as queries:
