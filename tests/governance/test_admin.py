@@ -28,6 +28,7 @@ from tests.factories import (
     ToolServerFactory,
     UserFactory,
 )
+from tests.governance.step_up_helpers import pass_step_up
 
 pytestmark = pytest.mark.django_db
 
@@ -181,6 +182,7 @@ def test_changing_an_agent_audits_each_service_call(admin_client, agent, admin, 
 
 
 def test_suspend_action_asks_for_a_reason_then_calls_agent_suspend(admin_client, agent, admin):
+    pass_step_up(admin_client, admin)  # the kill switch needs a fresh second factor (governance.mfa)
     chosen = {"action": "suspend_selected", ACTION_CHECKBOX_NAME: [agent.pk]}
 
     confirm = admin_client.post(url("agent", "changelist"), chosen)
