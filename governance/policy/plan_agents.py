@@ -45,9 +45,7 @@ def agents(planner: Planner) -> None:
         before = current.status if current is not None else AgentStatus.ACTIVE
         new_and_pending = current is None and spec.status == AgentStatus.PENDING
         if spec.status != before and (before, spec.status) not in TRANSITIONS and not new_and_pending:
-            planner.fail(
-                join(spec.path, "status"), f"the agent is {before}; it cannot become {spec.status}"
-            )
+            planner.fail(join(spec.path, "status"), f"the agent is {before}; it cannot become {spec.status}")
             ok = False
         if ok:
             _plan_agent(planner, spec, current)

@@ -36,18 +36,14 @@ class Reader:
         if not isinstance(value, dict):
             self.fail(path, f"must be a mapping, not {_type(value)}")
             return None
-        ok = True
         for key in value:
             if not isinstance(key, str):
                 self.fail(path, f"keys must be strings, not {show(key)}")
-                ok = False
             elif key not in allowed:
                 self.fail(join(path, key), f"unknown key; allowed here: {', '.join(sorted(allowed))}")
-                ok = False
         for key in sorted(required - set(value)):
             self.fail(join(path, key), "is required")
-            ok = False
-        return value if ok else None
+        return value
 
     def items(self, parent: dict, key: str, path: str, *, max_items: int) -> list[tuple[str, object]]:
         """(path, item) pairs of an optional list; a missing or null list is empty."""
@@ -79,7 +75,9 @@ class Reader:
     ) -> str | None:
         value = parent.get(key, MISSING)
         where = join(path, key)
-        if value is MISSING or value is None or (required and value == ""):
+        if value is MISSING:  # a missing required key is reported by mapping()
+            return None if required else default
+        if value is None or (required and value == ""):
             if required:
                 self.fail(where, "is required and must not be empty")
                 return None

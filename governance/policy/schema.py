@@ -125,7 +125,7 @@ def read_spec(data) -> tuple[PolicySpec, list[Problem]]:
         reader.fail("", "the file is empty")
     if top is None:
         return spec, reader.problems
-    if top.get("version") != VERSION or isinstance(top.get("version"), bool):
+    if "version" in top and (top["version"] != VERSION or isinstance(top["version"], bool)):
         reader.fail("version", f"must be {VERSION}")
     for path, item in reader.items(top, "organizations", "", max_items=100):
         entry = reader.mapping(item, path, allowed={"slug", "name"}, required={"slug", "name"})
@@ -201,9 +201,9 @@ def _tool_server(reader: Reader, item, path: str, default_org: str | None) -> To
         path=path,
         organization=_organization(reader, entry, path, default_org),
         name=reader.text(entry, "name", path, max_length=NAME_LENGTH, required=True),
-        audience=reader.uri(
-            entry.get("audience"), join(path, "audience"), what="audience", allow_query=False
-        ),
+        audience=reader.uri(entry["audience"], join(path, "audience"), what="audience", allow_query=False)
+        if "audience" in entry
+        else None,
         description=reader.text(entry, "description", path, max_length=TEXT_LENGTH, multiline=True),
         capabilities=capabilities,
     )

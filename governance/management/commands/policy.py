@@ -33,11 +33,8 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc.strerror}", returncode=EXIT_UNREADABLE) from None
         except PolicyRefused as refusal:
-            for line in refusal.lines()[1:]:
-                self.stderr.write(line)
-            raise CommandError(
-                f"refused, nothing applied: {refusal.lines()[0]}", returncode=EXIT_REFUSED
-            ) from None
+            problems = "\n  ".join(refusal.lines())
+            raise CommandError(f"refused, nothing applied:\n  {problems}", returncode=EXIT_REFUSED) from None
         if not outcome.changes:
             self.stdout.write("no changes")
             return
