@@ -149,7 +149,7 @@ class GatehouseValidator(OAuth2Validator):
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
         """Shape only; whether grants cover the scopes is decided in :mod:`issuance` (with an audit event)."""
         scopes = [s for s in scopes if s]
-        if not scopes:  # an empty scope parameter counts as none: the agent's configured minimum, maybe nothing
+        if not scopes:  # an empty scope parameter counts as none: the agent's configured minimum
             scopes = list(self.get_default_scopes(client_id, request))
             request.scopes = scopes
         try:
