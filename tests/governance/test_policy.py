@@ -235,6 +235,28 @@ def test_what_the_file_does_not_name_is_left_alone(tmp_path):
     assert Grant.objects.filter(revoked_at__isnull=True).count() == 10
 
 
+def test_a_file_may_refer_to_objects_that_exist_only_in_the_database(tmp_path):
+    run(EXAMPLE)
+    text = (
+        "version: 1\n"
+        "grants:\n"
+        "  - {organization: clinic, agent: support-assistant, capability: records.read_own, user: alice,\n"
+        "     expires_at: 2031-01-31T09:00:00Z}\n"
+    )
+    before = head()
+    run(write(tmp_path, text, "extra.yaml"))
+
+    grant = Grant.objects.get(agent__name="support-assistant", capability__key="records.read_own")
+    assert (grant.user.username, grant.expires_at.isoformat()) == ("alice", "2031-01-31T09:00:00+00:00")
+    assert [e.action for e in events_after(before)] == ["grant.created", "policy.applied"]
+    date_only = text.replace("2031-01-31T09:00:00Z", "2031-01-31")
+    with pytest.raises(CommandError, match=r"grants\[0\]\.expires_at: must be a timestamp with a time zone"):
+        run(write(tmp_path, date_only, "extra.yaml"))
+    no_org = text.replace("organization: clinic, ", "")
+    with pytest.raises(CommandError, match=r"grants\[0\]\.organization: is required when the file"):
+        run(write(tmp_path, no_org, "extra.yaml"))
+
+
 # Refusals ---
 
 PRIVATE_KEY = json.loads(jwk.JWK.generate(kty="EC", crv="P-256").export_private())
