@@ -46,6 +46,7 @@ def test_rotation_publishes_before_signing_and_keeps_old_keys(issuer, http, worl
     agent, key = world.background_agent()
     helpers.grant(agent, world.read)
     old, _ = signing_keys.signing_key()
+    SigningKey.objects.filter(pk=old.pk).update(activated_at=timezone.now() - timedelta(hours=2))
     call_command("signing_keys", "rotate")
     new = SigningKey.objects.exclude(pk=old.pk).get()
     published = {k["kid"] for k in http.get(f"{issuer}/oauth/jwks.json").json()["keys"]}
