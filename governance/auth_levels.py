@@ -199,6 +199,14 @@ def required_for(capabilities: Iterable[Any]) -> Requirement:
     return Requirement(ACR_PASSWORD, None)
 
 
+# Granting a capability of these risk levels is itself a sensitive portal action (fresh second factor).
+STEP_UP_GRANT_RISK_LEVELS = frozenset({"high", "critical"})
+
+
+def granting_needs_step_up(capability: Any) -> bool:
+    return getattr(capability, "risk_level", None) in STEP_UP_GRANT_RISK_LEVELS
+
+
 def strongest(*requirements: Requirement) -> Requirement:
     """Combine requirements: the highest level and the shortest max_age."""
     acr = max((r.acr for r in requirements), key=rank, default=ACR_PASSWORD)

@@ -12,6 +12,7 @@ from governance import selectors, services
 from governance.admin.base import ServiceAdmin, ServiceForm, apply_each, changed, confirm_with_reason
 from governance.errors import InvalidInput
 from governance.keys import validate_public_jwks
+from governance.mfa.guards import require_step_up_action
 from governance.models import Agent, Grant
 from governance.models.agents import AgentStatus
 
@@ -249,6 +250,7 @@ class AgentAdmin(ServiceAdmin):
         )
 
     @admin.action(description="Suspend selected agents (kill switch)")
+    @require_step_up_action("Suspending agents")
     def suspend_selected(self, request, queryset):
         return confirm_with_reason(
             self,

@@ -9,6 +9,7 @@ from django.utils import timezone
 from governance import selectors, services
 from governance.admin.agents import grant_state
 from governance.admin.base import ServiceAdmin, ServiceForm, confirm_with_reason
+from governance.mfa.guards import ensure_fresh_for_grant, high_risk_grant_refusal
 from governance.models import Grant
 
 
@@ -101,8 +102,17 @@ class GrantAdmin(ServiceAdmin):
     def state(self, grant):
         return grant_state(grant)
 
+    def add_view(self, request, form_url="", extra_context=None):
+        # Granting a high or critical capability needs a fresh second factor (docs/step-up.md).
+        if request.method == "POST":
+            refusal = high_risk_grant_refusal(request, request.POST.get("capability"))
+            if refusal is not None:
+                return refusal
+        return super().add_view(request, form_url, extra_context)
+
     def service_create(self, request, form):
         data = form.cleaned_data
+        ensure_fresh_for_grant(request, data["capability"])
         return services.grant_create(
             actor=request.user,
             agent=data["agent"],

@@ -161,9 +161,40 @@ def require_step_up_action(what: str, max_age: int | None = None):
     def decorator(action: Callable) -> Callable:
         @wraps(action)
         def wrapper(modeladmin, request, queryset):
-            refusal = step_up_refusal_for_admin(request, what=what, max_age=max_age)
-            return refusal if refusal is not None else action(modeladmin, request, queryset)
+            # Nothing selected that this admin may see: nothing will change, so nothing to prove.
+            if queryset.exists():
+                refusal = step_up_refusal_for_admin(request, what=what, max_age=max_age)
+                if refusal is not None:
+                    return refusal
+            return action(modeladmin, request, queryset)
 
         return wrapper
 
     return decorator
+
+
+def high_risk_grant_refusal(request: HttpRequest, capability_id: str | None) -> HttpResponse | None:
+    """For the admin's grant form: posting a grant of a high or critical capability needs a fresh factor.
+
+    Looks only at capabilities the admin may see; anything else is left to the form's own validation.
+    """
+    from governance import selectors
+
+    if not capability_id or not str(capability_id).isdigit():
+        return None
+    capability = selectors.capabilities_visible_to(request.user).filter(pk=int(capability_id)).first()
+    if capability is None or not auth_levels.granting_needs_step_up(capability):
+        return None
+    what = f"Granting {capability.key} (risk {capability.risk_level})"
+    return step_up_refusal_for_admin(request, what=what)
+
+
+def ensure_fresh_for_grant(request: HttpRequest, capability) -> None:
+    """Backstop inside the admin's save: refuse a high-risk grant without a fresh second factor."""
+    from governance.errors import NotPermitted
+
+    if auth_levels.granting_needs_step_up(capability) and not is_fresh(request):
+        raise NotPermitted(
+            f"Granting {capability.key} needs a fresh second factor. Enter a code at "
+            f"{reverse('governance:mfa_verify')}, then save again."
+        )

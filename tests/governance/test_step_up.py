@@ -9,13 +9,14 @@ import json
 import logging
 import time
 from base64 import b32encode
+from urllib.parse import quote
 
 import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.urls import include, path
-from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.actions import Action, Result
@@ -23,9 +24,12 @@ from audit.models import AuditEvent
 from governance import auth_levels
 from governance.auth_levels import ACR_MFA, ACR_PASSWORD, Requirement
 from governance.errors import NotPermitted
-from governance.mfa.guards import StepUpRequiredMixin, prompt_for, require_step_up
+from governance.mfa.guards import StepUpRequiredMixin, ensure_fresh_for_grant, prompt_for, require_step_up
+from governance.models import Grant
+from governance.models.agents import AgentStatus
 from governance.services.mfa import CodeRefused, mfa_device_remove, mfa_device_verify
-from tests.factories import CapabilityFactory, UserFactory
+from tests.factories import AdminFactory, CapabilityFactory, UserFactory
+from tests.governance.step_up_helpers import code_for, pass_step_up, wrong_code_for
 
 PASSWORD = "correct horse battery staple"
 
@@ -77,27 +81,6 @@ pytestmark = pytest.mark.urls(__name__)
 def no_backoff(settings):
     """Throttling has its own tests; elsewhere a wrong code must not delay the next one."""
     settings.OTP_TOTP_THROTTLE_FACTOR = 0
-
-
-def code_for(device: TOTPDevice) -> str:
-    """The code the authenticator app shows now (the next step when this one was already used)."""
-    device.refresh_from_db()
-    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
-    totp.time = time.time()
-    if totp.t() <= device.last_t:
-        totp.drift = device.drift + (device.last_t - totp.t()) + 1
-    return f"{totp.token():0{device.digits}d}"
-
-
-def wrong_code_for(device: TOTPDevice) -> str:
-    device.refresh_from_db()
-    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
-    totp.time = time.time()
-    valid = set()
-    for shift in range(-3, 4):
-        totp.drift = device.drift + shift
-        valid.add(f"{totp.token():0{device.digits}d}")
-    return next(c for c in (f"{n:06d}" for n in range(123456, 999999, 7919)) if c not in valid)
 
 
 @pytest.fixture
@@ -475,3 +458,94 @@ def test_insufficient_user_authentication_challenge():
     )
     _, header = auth_levels.insufficient_user_authentication([ACR_MFA, ACR_PASSWORD], None)
     assert f'acr_values="{ACR_MFA} {ACR_PASSWORD}"' in header and "max_age" not in header
+
+
+# --- the admin's sensitive actions ------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin_client(client, admin):
+    client.force_login(admin)
+    return client
+
+
+def test_suspending_an_agent_in_the_admin_needs_a_fresh_second_factor(admin_client, admin, agent):
+    changelist = "/admin/governance/agent/"
+    chosen = {"action": "suspend_selected", ACTION_CHECKBOX_NAME: [agent.pk]}
+    TOTPDevice.objects.create(user=admin, name="Phone", confirmed=True)
+
+    for data in (chosen, {**chosen, "post": "yes", "reason": "leaked key"}):
+        refused = admin_client.post(changelist, data)
+        assert refused.status_code == 302
+        assert refused["Location"] == f"/portal/mfa/verify/?next={quote(changelist, safe='')}"
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.ACTIVE
+    assert events(Action.AGENT_SUSPENDED) == []
+    demanded = events(Action.STEP_UP_REQUIRED)
+    assert len(demanded) == 2 and demanded[0].actor_id == str(admin.pk)
+    assert json.loads(demanded[0].parameters)["required_for"] == "admin: Suspending agents"
+
+    pass_step_up(admin_client, admin)
+    assert admin_client.post(changelist, chosen).status_code == 200  # the reason page
+    done = admin_client.post(changelist, {**chosen, "post": "yes", "reason": "leaked key"})
+    assert done.status_code == 302 and done["Location"] == changelist
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.SUSPENDED
+
+
+def test_an_admin_without_a_device_is_sent_to_enrolment(admin_client, agent):
+    refused = admin_client.post("/admin/governance/agent/", {"action": "suspend_selected",
+                                                              ACTION_CHECKBOX_NAME: [agent.pk]})
+    assert refused["Location"].startswith("/portal/mfa/enrol/?next=")
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.ACTIVE
+
+
+def test_an_admin_of_another_organization_is_not_asked_for_anything(client, other_org, agent):
+    outsider = AdminFactory(organization=other_org, username="outsider")
+    client.force_login(outsider)
+    client.post("/admin/governance/agent/", {"action": "suspend_selected", ACTION_CHECKBOX_NAME: [agent.pk],
+                                             "post": "yes", "reason": "x"})
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.ACTIVE
+    assert not AuditEvent.objects.filter(actor_id=str(outsider.pk)).exists()
+
+
+def grant_post(agent, user, capability) -> dict:
+    return {"agent": agent.pk, "user": user.pk, "capability": capability.pk, "reason": "front desk"}
+
+
+@pytest.mark.parametrize("risk", ["high", "critical"])
+def test_granting_a_high_risk_capability_in_the_admin_needs_a_fresh_second_factor(
+    admin_client, admin, agent, member, tool_server, risk
+):
+    risky = CapabilityFactory(tool_server=tool_server, key="records.erase", risk_level=risk)
+    agent.ceiling.add(risky)
+    TOTPDevice.objects.create(user=admin, name="Phone", confirmed=True)
+    add = "/admin/governance/grant/add/"
+
+    refused = admin_client.post(add, grant_post(agent, member, risky))
+    assert refused.status_code == 302 and refused["Location"].startswith("/portal/mfa/verify/?next=")
+    assert not Grant.objects.filter(capability=risky).exists()
+    assert "records.erase" in json.loads(events(Action.STEP_UP_REQUIRED)[0].parameters)["required_for"]
+
+    pass_step_up(admin_client, admin)
+    done = admin_client.post(add, grant_post(agent, member, risky))
+    assert done.status_code == 302, done.context and done.context["adminform"].form.errors
+    assert Grant.objects.filter(capability=risky, user=member).exists()
+
+
+def test_granting_a_low_risk_capability_needs_no_second_factor(admin_client, agent, member, capability):
+    done = admin_client.post("/admin/governance/grant/add/", grant_post(agent, member, capability))
+    assert done.status_code == 302
+    assert Grant.objects.filter(capability=capability, user=member).exists()
+    assert events(Action.STEP_UP_REQUIRED) == []
+
+
+def test_the_grant_backstop_refuses_without_a_fresh_second_factor(admin, tool_server):
+    risky = CapabilityFactory(tool_server=tool_server, key="records.erase", risk_level="high")
+    request = RequestFactory().post("/")
+    request.user, request.session = admin, {}
+    with pytest.raises(NotPermitted, match="needs a fresh second factor"):
+        ensure_fresh_for_grant(request, risky)
+    ensure_fresh_for_grant(request, CapabilityFactory(tool_server=tool_server, risk_level="medium"))
