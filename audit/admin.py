@@ -96,25 +96,41 @@ class AuditEventAdmin(ReadOnlyAuditAdmin):
     list_display = (
         "seq",
         "occurred_at",
-        "action",
+        "action_name",
         "result",
-        "actor_label",
-        "agent_label",
-        "on_behalf_of_label",
+        "actor_name",
+        "agent_name",
+        "on_behalf_of_name",
         "target",
         "capabilities",
     )
-    list_display_links = ("seq", "action")
+    list_display_links = ("seq", "action_name")
     list_filter = ("action", "result", "occurred_at", "actor_type")
     sortable_by = ("seq", "occurred_at")
     search_fields = ("=request_id", "actor_label", "agent_label", "on_behalf_of_label", "target_label")
     search_help_text = "A request id (exact), or part of an actor, agent, user or target name."
     fieldsets = (
-        (None, {"fields": ("seq", "occurred_at", "action", "result")}),
+        (None, {"fields": ("seq", "occurred_at", "action_name", "result")}),
         ("Who", {"fields": ("actor", "organization_id", "agent", "on_behalf_of", "request_id", "client_ip")}),
         ("What", {"fields": ("target", "capabilities", "pretty_parameters")}),
         ("Chain", {"fields": ("prev_hash", "hash"), "classes": ("collapse",)}),
     )
+
+    @admin.display(description="action", ordering="action")
+    def action_name(self, event):
+        return event.action  # the stable dotted name auditors search for, not its label
+
+    @admin.display(description="actor")
+    def actor_name(self, event):
+        return event.actor_label
+
+    @admin.display(description="agent")
+    def agent_name(self, event):
+        return event.agent_label
+
+    @admin.display(description="on behalf of")
+    def on_behalf_of_name(self, event):
+        return event.on_behalf_of_label
 
     @admin.display(description="actor")
     def actor(self, event):

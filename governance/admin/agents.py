@@ -126,7 +126,7 @@ def key_ids(jwks: dict) -> list[str]:
 class AgentAdmin(ServiceAdmin):
     visible_to = staticmethod(selectors.agents_visible_to)
     form = AgentForm
-    list_display = ("name", "organization", "kind", "status", "owner", "client_id", "created_at")
+    list_display = ("name", "organization", "kind_name", "status", "owner", "client_id", "created_at")
     list_filter = ("status", "kind", ("organization", admin.RelatedOnlyFieldListFilter))
     search_fields = ("name", "application__client_id", "owner__username")
     filter_horizontal = ("ceiling",)
@@ -189,6 +189,10 @@ class AgentAdmin(ServiceAdmin):
         initial = super().get_changeform_initial_data(request)
         initial.setdefault("organization", request.user.organization_id)
         return initial
+
+    @admin.display(description="kind", ordering="kind")
+    def kind_name(self, agent):
+        return agent.kind
 
     @admin.display(description="client_id", ordering="application__client_id")
     def client_id(self, agent):
