@@ -102,6 +102,8 @@ def record_second_factor(request: HttpRequest, device: Any) -> None:
         raise ValueError("only the signed-in user's confirmed device can raise the session")
     django_otp.login(request, device)
     _record(request, request.user, ACR_MFA)
+    # A raised privilege gets a new session key, as a sign-in does (the old key stops working).
+    request.session.cycle_key()
 
 
 @receiver(user_logged_in, dispatch_uid="gatehouse.auth_levels.password_login")

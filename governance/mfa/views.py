@@ -72,7 +72,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         "pending": pending_device(request.user),
         "acr": auth_levels.current_acr(request),
         "fresh": is_fresh(request),
-        "auth_time": auth_levels.auth_time(request),
+        "auth_time": auth_levels.auth_datetime(request),
     })
 
 

@@ -145,14 +145,17 @@ def test_verification_raises_acr_with_fresh_auth_time(signed_in, user, device):
     page = signed_in.get("/portal/mfa/verify/?next=/portal/mfa/")
     assert page.status_code == 200
     before = int(time.time())
+    old_key = signed_in.session.session_key
     response = verify(signed_in, device)
     assert response.status_code == 302 and response["Location"] == "/portal/mfa/"
+    assert signed_in.session.session_key != old_key
     acr, when = session_level(signed_in)
     assert acr == ACR_MFA
     assert when >= before
     request = request_for(signed_in, user)
     assert auth_levels.satisfies(request, acr=ACR_MFA, max_age=300)
     assert auth_levels.session_claims(request)["amr"] == ["pwd", "otp", "mfa"]
+    assert b"password and second factor" in signed_in.get("/portal/mfa/").content
     [event] = events(Action.STEP_UP_COMPLETED)
     assert event.result == Result.SUCCESS and event.actor_id == str(user.pk)
     assert json.loads(event.parameters)["acr"] == ACR_MFA
