@@ -8,9 +8,9 @@ import pytest
 from oauth2_provider.models import RefreshToken
 
 from audit.models import AuditEvent
+from audit.services import SYSTEM
 from governance.models import Grant, TokenRecord
 from governance.services import grant_revoke
-from audit.services import SYSTEM
 from tests.oauth import helpers
 
 pytestmark = pytest.mark.django_db(transaction=True)
