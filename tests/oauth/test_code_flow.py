@@ -236,3 +236,15 @@ def test_public_client_uses_pkce_without_a_secret(issuer, signed_in, world):
     query, verifier = get_code(signed_in, issuer, world, jwt_agent)
     data.update(code=query["code"], code_verifier=verifier, client_id=jwt_agent.application.client_id)
     assert signed_in.post(f"{issuer}/oauth/token/", data=data).json()["error"] == "invalid_client"
+
+
+def test_revoking_a_refresh_token_revokes_its_access_tokens(issuer, signed_in, world):
+    agent, key = world.interactive_agent()
+    query, verifier = get_code(signed_in, issuer, world, agent)
+    first = exchange(signed_in, issuer, agent, key, code=query["code"], verifier=verifier).json()
+    data = {"token": first["refresh_token"], "token_type_hint": "refresh_token"}
+    data.update(helpers.assertion_params(key, agent.application.client_id, f"{issuer}/oauth/revoke/"))
+    assert signed_in.post(f"{issuer}/oauth/revoke/", data=data).status_code == 200
+    assert not TokenRecord.objects.exists()
+    assert refresh(signed_in, issuer, agent, key, first["refresh_token"]).json()["error"] == "invalid_grant"
+    assert AuditEvent.objects.get(action="token.revoked").on_behalf_of_id == world.member.pk
