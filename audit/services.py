@@ -71,6 +71,44 @@ def record(
     Call it from the service that makes the change, after the change, so that both commit or neither
     does.  The chain head is locked until the transaction ends; keep work after this call short.
     """
+    values = event_values(
+        action=action,
+        actor=actor,
+        result=result,
+        organization=organization,
+        agent=agent,
+        on_behalf_of=on_behalf_of,
+        target=target,
+        capabilities=capabilities,
+        parameters=parameters,
+    )
+    with transaction.atomic(using=using):
+        connection = connections[using]
+        if connection.vendor == "postgresql":
+            event = _append_postgresql(connection, values)
+        elif connection.vendor == "sqlite":
+            event = _append_locked(connection, values)
+        else:
+            raise NotSupportedError(f"the audit chain cannot serialise appends on {connection.vendor}")
+        every = settings.AUDIT_CHECKPOINT_EVERY
+        if every and event.seq % every == 0:
+            _sign_checkpoint(seq=event.seq, event_hash=event.hash, using=using)
+    return event
+
+
+def event_values(
+    *,
+    action: Action,
+    actor=None,
+    result: Result = Result.SUCCESS,
+    organization=None,
+    agent=None,
+    on_behalf_of=None,
+    target=None,
+    capabilities: Iterable[str] = (),
+    parameters: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The stored content of an event (every field but ``seq``, ``prev_hash`` and ``hash``), cleaned."""
     action = Action(action)
     result = Result(result)
     actor_type, actor_id, actor_label = _snapshot(actor)
@@ -79,7 +117,7 @@ def record(
     if organization_id is None:
         related = (getattr(o, "organization_id", None) for o in (agent, target, on_behalf_of, actor))
         organization_id = next((pk for pk in related if pk is not None), None)
-    values = {
+    return {
         "occurred_at": timezone.now(),
         "action": action.value,
         "result": result.value,
@@ -99,18 +137,6 @@ def record(
         "request_id": request.request_id,
         "client_ip": chain.canonical_ip(request.client_ip),
     }
-    with transaction.atomic(using=using):
-        connection = connections[using]
-        if connection.vendor == "postgresql":
-            event = _append_postgresql(connection, values)
-        elif connection.vendor == "sqlite":
-            event = _append_sqlite(connection, values)
-        else:
-            raise NotSupportedError(f"the audit chain cannot serialise appends on {connection.vendor}")
-        every = settings.AUDIT_CHECKPOINT_EVERY
-        if every and event.seq % every == 0:
-            _sign_checkpoint(seq=event.seq, event_hash=event.hash, using=using)
-    return event
 
 
 # Columns written by an append, after ``seq``; ``prev_hash`` and ``hash`` come last.
@@ -142,8 +168,9 @@ def _append_postgresql(connection, values: dict) -> AuditEvent:
     return _loaded(AuditEvent(seq=seq, prev_hash=prev_hash, hash=digest, **values), connection.alias)
 
 
-def _append_sqlite(connection, values: dict) -> AuditEvent:
-    # transaction_mode=IMMEDIATE: the enclosing transaction already holds the database's write lock.
+def _append_locked(connection, values: dict) -> AuditEvent:
+    """Read the head, hash in Python, insert: the caller's transaction must already serialise appends
+    (SQLite: transaction_mode=IMMEDIATE holds the database's write lock from BEGIN)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT seq, hash FROM audit_auditevent ORDER BY seq DESC LIMIT 1")
         head = cursor.fetchone()
