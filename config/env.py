@@ -93,7 +93,14 @@ def database(*, var_dir: Path) -> dict:
 
 
 def refuse_insecure_production(
-    *, secret_key: str, allowed_hosts: list[str], database: dict, issuer: str, email_backend: str
+    *,
+    secret_key: str,
+    allowed_hosts: list[str],
+    database: dict,
+    issuer: str,
+    email_backend: str,
+    audit_signing_key: str = "",
+    audit_signing_key_file: Path | None = None,
 ) -> None:
     """Stop start-up when DEBUG is off and a value would make production insecure."""
     problems = []
@@ -109,5 +116,10 @@ def refuse_insecure_production(
         problems.append("GATEHOUSE_ISSUER must be an https:// URL in production.")
     if email_backend.endswith("console.EmailBackend") or email_backend.endswith("dummy.EmailBackend"):
         problems.append("EMAIL_BACKEND must deliver mail in production (approvals are sent by email).")
+    if audit_signing_key_file is not None and not audit_signing_key and not audit_signing_key_file.is_file():
+        problems.append(
+            "AUDIT_SIGNING_KEY (PEM) or an existing AUDIT_SIGNING_KEY_FILE must hold the key signing audit "
+            "checkpoints."
+        )
     if problems:
         raise ImproperlyConfigured("Refusing to start with DEBUG off: " + " ".join(problems))

@@ -212,6 +212,10 @@ OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth2_provider.RefreshToken"
 OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth2_provider.IDToken"
 OAUTH2_PROVIDER_GRANT_MODEL = "oauth2_provider.Grant"
 GATEHOUSE_DEFAULT_TOKEN_LIFETIME = timedelta(seconds=300)
+# DOT's E003 objects to "http" in ALLOWED_REDIRECT_URI_SCHEMES.  It is there only for RFC 8252 loopback
+# redirects: GatehouseValidator.validate_redirect_uri and governance.services.agents refuse any other http
+# redirect URI when DEBUG is off (tests/test_settings.py runs check --deploy).
+SILENCED_SYSTEM_CHECKS = ["oauth2_provider.E003"]
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
@@ -254,6 +258,8 @@ if not DEBUG:
         database=DATABASES["default"],
         issuer=GATEHOUSE_ISSUER,
         email_backend=EMAIL_BACKEND,
+        audit_signing_key=AUDIT_SIGNING_KEY,
+        audit_signing_key_file=AUDIT_SIGNING_KEY_FILE,
     )
 
 # DPoP (RFC 9449): accepted proof age (past / future skew), nonce window, and the cache alias holding

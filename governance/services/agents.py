@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -38,6 +40,10 @@ def _check_ceiling(organization: Organization, capabilities: Iterable[Capability
     return capabilities
 
 
+# Outside DEBUG, http redirect URIs only for native apps' loopback listeners (RFC 8252 §7.3).
+LOOPBACK = {"127.0.0.1", "::1"}
+
+
 def _check_redirect_uris(kind: str, redirect_uris: list[str]) -> list[str]:
     """Absolute redirect URIs, allowed scheme (https in production), no fragment: as DOT checks them."""
     if kind == AgentKind.BACKGROUND and redirect_uris:
@@ -47,9 +53,13 @@ def _check_redirect_uris(kind: str, redirect_uris: list[str]) -> list[str]:
     for uri in redirect_uris:
         try:
             validator(uri)
+            parts = urlsplit(uri)
+            if not settings.DEBUG and parts.scheme == "http" and parts.hostname not in LOOPBACK:
+                raise ValidationError("http only for loopback")
         except ValidationError:
             raise InvalidInput(
-                f"Each redirect URI must be an absolute {' or '.join(schemes)} URI without a fragment.",
+                "Each redirect URI must be an absolute https URI without a fragment"
+                " (http only for a loopback address).",
                 errors={"redirect_uris": ["invalid redirect URI"]},
             ) from None
     return redirect_uris

@@ -839,3 +839,27 @@ def test_public_keys_accepted(c, params):
     services.agent_update(actor=c.admin, agent=c.agent, jwks=json.dumps({"keys": [key]}))
     stored = Agent.objects.get(pk=c.agent.pk).jwks["keys"]
     assert stored == [key]
+
+
+@pytest.mark.parametrize(
+    ("uri", "accepted"),
+    [
+        ("https://agent.example.test/new-callback", True),
+        ("http://127.0.0.1:8765/callback", True),
+        ("http://[::1]:8765/callback", True),
+        ("http://agent.example.test/callback", False),
+        ("https://agent.example.test/callback#frag", False),
+        ("agent.example.test/callback", False),
+    ],
+)
+def test_redirect_uris_outside_debug(c, settings, uri, accepted):
+    settings.DEBUG = False
+    seq = last_seq()
+    if accepted:
+        services.agent_update(actor=c.admin, agent=c.agent, redirect_uris=[uri])
+        assert Application.objects.get(pk=c.agent.application_id).redirect_uris == uri
+        assert [e.action for e in events_since(seq)] == ["agent.updated"]
+    else:
+        with pytest.raises(InvalidInput):
+            services.agent_update(actor=c.admin, agent=c.agent, redirect_uris=[uri])
+        assert events_since(seq) == []
