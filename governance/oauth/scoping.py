@@ -65,18 +65,27 @@ def evaluate_request(
     decision = ScopeDecision(requested=requested)
     now = timezone.now()
     owner = None if agent.kind == AgentKind.BACKGROUND else user
-    capabilities = {c.key: c for c in Capability.objects.filter(tool_server=audience, key__in=requested)}
-    ceiling = set(agent.ceiling.filter(tool_server=audience, key__in=requested).values_list("key", flat=True))
     grants: dict[str, Grant] = {}
     if owner is not None or agent.kind == AgentKind.BACKGROUND:
         for grant in (
             Grant.objects.active(at=now)
             .filter(agent=agent, user=owner, capability__tool_server=audience, capability__key__in=requested)
+            # The ceiling is checked in the same query (the database also refuses open grants outside it).
+            .filter(capability__agents_allowed=agent)
             .select_related("capability")
         ):
             grants[grant.capability.key] = grant
     if agent.kind == AgentKind.INTERACTIVE and (user is None or not user.is_active):
         grants = {}
+    if grants and set(requested) <= set(grants):
+        # Every key is covered by a grant inside the ceiling: the two lookups below would change nothing.
+        capabilities = {key: grant.capability for key, grant in grants.items()}
+        ceiling = set(grants)
+    else:
+        capabilities = {c.key: c for c in Capability.objects.filter(tool_server=audience, key__in=requested)}
+        ceiling = set(
+            agent.ceiling.filter(tool_server=audience, key__in=requested).values_list("key", flat=True)
+        )
     lifetime = default_lifetime()
     for key in requested:
         capability = capabilities.get(key)

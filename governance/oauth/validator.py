@@ -7,7 +7,7 @@ import hashlib
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from oauth2_provider.models import get_access_token_model, get_refresh_token_model
+from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 
@@ -48,6 +48,18 @@ class GatehouseValidator(OAuth2Validator):
     def _load_application(self, client_id, request):
         if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH:
             return None
+        if request.client is None:
+            # One query for the application and the agent or tool server behind it (principal_for reads them);
+            # DOT's loader below reuses it, or looks again when there is none.
+            try:
+                request.client = (
+                    get_application_model()
+                    .objects.select_related("agent", "tool_server")
+                    .filter(client_id=client_id)
+                    .first()
+                )
+            except ValueError:  # e.g. a NUL byte PostgreSQL cannot represent: no such client
+                return None
         return super()._load_application(client_id, request)
 
     def client_authentication_required(self, request, *args, **kwargs):
