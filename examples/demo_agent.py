@@ -22,6 +22,7 @@ import argparse
 import base64
 import hashlib
 import json
+import logging
 import os
 import secrets
 import sys
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None, out=None) -> int:
     parser.add_argument("--key-dir", default=str(ROOT / "var" / "demo_keys"))
     opts = parser.parse_args(argv)
     setup_django()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo prints what matters itself
 
     import httpx
 
