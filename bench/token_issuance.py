@@ -166,7 +166,21 @@ def peer_env(peer: Peer, database: str, var_dir: str) -> dict:
         CONN_MAX_AGE="60",
     )
     env.update(peer.env)
+    if peer.name == "gatehouse":
+        env["AUDIT_SIGNING_KEY"] = audit_signing_key()
     return env
+
+
+def audit_signing_key() -> str:
+    """A throwaway Ed25519 key for audit checkpoints (production settings refuse to start without one)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return pem.decode()
 
 
 def run(args: list[str], env: dict) -> str:
