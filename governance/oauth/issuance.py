@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlsplit
 
@@ -48,6 +48,10 @@ class Issued:
     issued_at: datetime
     expires_at: datetime
     grant_type: str
+    act: dict | None = None  # RFC 8693 actor chain (token exchange)
+    cnf_jkt: str = ""  # RFC 9449 key binding
+    action: Action | None = None  # audit action; default token.issued / token.refreshed
+    audit_parameters: dict = field(default_factory=dict)  # added to the issue event
 
     @property
     def subject(self) -> str:
@@ -211,6 +215,8 @@ def generate_access_token(request) -> str:
         issued_at=issued.issued_at,
         expires_at=issued.expires_at,
         jti=issued.jti,
+        act=issued.act,
+        cnf_jkt=issued.cnf_jkt,
     )
     return jwt_tokens.sign(claims)
 
@@ -232,6 +238,8 @@ def create_record(*, access_token, issued: Issued, request) -> TokenRecord:
         capabilities=" ".join(issued.decision.allowed),
         grant_type=issued.grant_type,
         token_family=family,
+        act=issued.act,
+        cnf_jkt=issued.cnf_jkt,
         issued_at=issued.issued_at,
         expires_at=issued.expires_at,
     )
@@ -244,7 +252,7 @@ def record_issue(token: dict, request) -> None:
         return
     refreshed = issued.grant_type == "refresh_token"
     audit.record(
-        action=Action.TOKEN_REFRESHED if refreshed else Action.TOKEN_ISSUED,
+        action=issued.action or (Action.TOKEN_REFRESHED if refreshed else Action.TOKEN_ISSUED),
         actor=issued.agent,
         agent=issued.agent,
         on_behalf_of=issued.user,
@@ -256,6 +264,7 @@ def record_issue(token: dict, request) -> None:
             "expires_in": issued.decision.lifetime_seconds,
             "refresh_token_issued": "refresh_token" in token,
             "grants": sorted(g.pk for g in issued.decision.grants),
+            **issued.audit_parameters,
         },
     )
 
