@@ -40,7 +40,28 @@ def authenticate_tool_server(request) -> ToolServer | None:
     return principal if isinstance(principal, ToolServer) else None
 
 
-def _still_valid(record: TokenRecord) -> bool:
+def find_record(value: str) -> TokenRecord | None:
+    """The record of an unexpired, unrevoked access token with exactly this value (None otherwise).
+
+    A revoked token's row is gone and a tampered one matches no checksum, so both are None here.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    checksum = hashlib.sha256(value.encode()).hexdigest()
+    access_token = (
+        get_access_token_model().objects.filter(token_checksum=checksum).only("pk", "expires").first()
+    )
+    if access_token is None or access_token.is_expired():
+        return None
+    return (
+        TokenRecord.objects.select_related("agent", "user", "tool_server")
+        .filter(access_token=access_token)
+        .first()
+    )
+
+
+def still_valid(record: TokenRecord) -> bool:
+    """Its agent and user are active and its grants still cover every capability it carries."""
     agent = record.agent
     if not agent.is_active or (record.user is not None and not record.user.is_active):
         return False
@@ -97,17 +118,7 @@ def introspect(request):
     value = request.POST.get("token")
     if not value:
         return oauth_error("invalid_request", "The token parameter is missing.")
-    checksum = hashlib.sha256(value.encode()).hexdigest()
-    access_token = (
-        get_access_token_model().objects.filter(token_checksum=checksum).only("pk", "expires").first()
-    )
-    if access_token is None or access_token.is_expired():
-        return JsonResponse(INACTIVE)
-    record = (
-        TokenRecord.objects.select_related("agent", "user", "tool_server")
-        .filter(access_token=access_token)
-        .first()
-    )
+    record = find_record(value)
     if record is None:
         return JsonResponse(INACTIVE)
     if record.tool_server_id != tool_server.pk:
@@ -121,7 +132,7 @@ def introspect(request):
             parameters={"jti": record.jti, "token_audience": record.audience},
         )
         return JsonResponse(INACTIVE)
-    if not _still_valid(record):
+    if not still_valid(record):
         return JsonResponse(INACTIVE)
     if settings.GATEHOUSE_AUDIT_INTROSPECTION:
         audit.record(
