@@ -2,7 +2,7 @@ from governance.models.agents import Agent
 from governance.models.capabilities import Capability, RiskLevel, ToolServer
 from governance.models.grants import Grant
 from governance.models.organizations import Organization, Role, User
-from governance.models.tokens import InitialAccessToken, SigningKey, TokenRecord
+from governance.models.tokens import InitialAccessToken, RefreshTokenBinding, SigningKey, TokenRecord
 
 __all__ = [
     "Agent",
@@ -10,6 +10,7 @@ __all__ = [
     "Grant",
     "InitialAccessToken",
     "Organization",
+    "RefreshTokenBinding",
     "RiskLevel",
     "Role",
     "SigningKey",

@@ -61,6 +61,10 @@ class Agent(models.Model):
         related_name="agents_allowed",
         help_text="Every capability this agent may ever be granted.",
     )
+    dpop_bound_tokens_required = models.BooleanField(
+        default=False,
+        help_text="Refuse token requests without a DPoP proof (RFC 9449 dpop_bound_access_tokens).",
+    )
     status_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -109,6 +109,21 @@ class TokenRecord(models.Model):
         return self.capabilities.split()
 
 
+class RefreshTokenBinding(models.Model):
+    """RFC 9449 §5: a public client's refresh-token family, bound to the DPoP key it was first issued to.
+
+    Keyed by DOT's ``token_family``, so the binding survives rotation (each new refresh token of the family
+    needs a proof by the same key).  Confidential clients' families are not bound.
+    """
+
+    token_family = models.UUIDField(unique=True)
+    jkt = models.CharField(max_length=64, help_text="RFC 7638 thumbprint of the bound key.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"refresh family {self.token_family} bound to a DPoP key"
+
+
 class InitialAccessToken(models.Model):
     """RFC 7591 §3: an admin-issued credential; a registration carrying it is active at once."""
 
