@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -396,6 +397,15 @@ def test_database_refuses(w, name):
 
 
 def test_every_trigger_is_installed(db):
+    assert _triggers.installed(connection) == {name for name, _ in _triggers.NAMES}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_flush_empties_tables_with_open_grants_and_keeps_the_triggers(w):
+    """Transactional tests flush after each test; on SQLite that deletes the ceiling before the grants."""
+    grant(w)
+    call_command("flush", interactive=False, verbosity=0)
+    assert not Grant.objects.exists() and not Agent.ceiling.through.objects.exists()
     assert _triggers.installed(connection) == {name for name, _ in _triggers.NAMES}
 
 
