@@ -19,16 +19,18 @@ from oauthlib.oauth2.rfc6749.grant_types import (
     ClientCredentialsGrant,
     RefreshTokenGrant,
 )
-from oauthlib.oauth2.rfc6749.tokens import BearerToken, random_token_generator
+from oauthlib.oauth2.rfc6749.tokens import random_token_generator
 
-from governance.oauth import issuance
+from governance.oauth import exchange, issuance
+from governance.oauth.dpop_http import SenderConstrainedToken, check_token_request
 
-GRANT_TYPES_SUPPORTED = ["authorization_code", "client_credentials", "refresh_token"]
+GRANT_TYPES_SUPPORTED = ["authorization_code", "client_credentials", "refresh_token", exchange.GRANT_TYPE]
 
 
 class GatehouseServer(AuthorizationEndpoint, TokenEndpoint, ResourceEndpoint, RevocationEndpoint):
     def __init__(self, request_validator, *args, **kwargs):
-        hooks = {"post_token": [issuance.check_token]}
+        # DPoP first (RFC 9449 §5): a refused proof costs no grant lookups and writes one event.
+        hooks = {"post_token": [check_token_request, issuance.check_token]}
         self.auth_grant = AuthorizationCodeGrant(
             request_validator, post_auth=[issuance.check_authorization], **hooks
         )
@@ -38,7 +40,9 @@ class GatehouseServer(AuthorizationEndpoint, TokenEndpoint, ResourceEndpoint, Re
         }
         self.credentials_grant = ClientCredentialsGrant(request_validator, **hooks)
         self.refresh_grant = RefreshTokenGrant(request_validator, **hooks)
-        self.bearer = BearerToken(
+        # RFC 8693 on-behalf-of; its rules live in the grant itself (server kwargs would not reach it).
+        self.exchange_grant = exchange.TokenExchangeGrant(request_validator)
+        self.bearer = SenderConstrainedToken(
             request_validator,
             token_generator=issuance.generate_access_token,
             expires_in=issuance.expires_in,
@@ -57,6 +61,7 @@ class GatehouseServer(AuthorizationEndpoint, TokenEndpoint, ResourceEndpoint, Re
                 "authorization_code": self.auth_grant,
                 "client_credentials": self.credentials_grant,
                 "refresh_token": self.refresh_grant,
+                exchange.GRANT_TYPE: self.exchange_grant,
             },
             default_token_type=self.bearer,
         )

@@ -14,7 +14,7 @@ from oauthlib.oauth2.rfc6749 import errors
 from audit.actions import Action
 from governance.models import Agent, ToolServer
 from governance.models.agents import TokenEndpointAuthMethod
-from governance.oauth import client_auth, context, issuance
+from governance.oauth import client_auth, context, dpop_http, issuance
 from governance.oauth.events import record_refusal
 from governance.oauth.scoping import BrokerRefusal, parse_scope
 
@@ -177,6 +177,12 @@ class GatehouseValidator(OAuth2Validator):
         return super().validate_redirect_uri(client_id, redirect_uri, request, *args, **kwargs)
 
     def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs):
+        from governance.oauth.exchange import GRANT_TYPE as TOKEN_EXCHANGE
+
+        if grant_type == TOKEN_EXCHANGE:
+            # DOT's Application cannot name this grant (47 characters, its field holds 44, and its mapping
+            # asserts): any authenticated agent may ask; the exchange grant decides whether it may act.
+            return isinstance(principal_for(client), Agent)
         if grant_type not in ("authorization_code", "client_credentials", "refresh_token"):
             return False
         return super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
@@ -233,6 +239,20 @@ class GatehouseValidator(OAuth2Validator):
         if issued is not None:
             issuance.create_record(access_token=access_token, issued=issued, request=request)
         return access_token
+
+    def _create_authorization_code(self, request, code, expires=None):
+        # RFC 9449 §10: the code keeps the request's dpop_jkt in Grant.claims (OpenID Connect is off).
+        request.claims = dpop_http.code_claims(request)
+        return super()._create_authorization_code(request, code, expires)
+
+    def _create_refresh_token(self, request, refresh_token_code, access_token, previous_refresh_token):
+        refresh_token = super()._create_refresh_token(
+            request, refresh_token_code, access_token, previous_refresh_token
+        )
+        dpop_http.bind_refresh_family(
+            refresh_token=refresh_token, previous=previous_refresh_token, request=request
+        )
+        return refresh_token
 
     def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
         issuance.revoke(token, request)

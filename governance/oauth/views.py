@@ -13,7 +13,8 @@ from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider import views as dot_views
 
 from audit.actions import Action
-from governance.oauth import context
+from governance.oauth import context, dpop_http
+from governance.oauth.dpop import issue_nonce
 from governance.oauth.events import record_refusal
 
 log = logging.getLogger(__name__)
@@ -127,16 +128,18 @@ def _record_refusal(name: str, request, response) -> None:
 class TokenView(dot_views.TokenView):
     @method_decorator(never_cache)
     def post(self, request, *args, **kwargs):
-        if request.POST.get("grant_type") not in (
-            "authorization_code",
-            "client_credentials",
-            "refresh_token",
-        ):
+        from governance.oauth.server import GRANT_TYPES_SUPPORTED
+
+        if request.POST.get("grant_type") not in GRANT_TYPES_SUPPORTED:
             context.note(reason="unsupported grant_type")
             return oauth_error(
-                "unsupported_grant_type", "Use authorization_code, client_credentials or refresh_token."
+                "unsupported_grant_type",
+                "Use authorization_code, client_credentials, refresh_token or token exchange.",
             )
-        return self.authorization_flow_token_response(request)
+        response = self.authorization_flow_token_response(request)
+        if response.status_code == 200 and request.META.get("HTTP_DPOP") and dpop_http.nonce_required():
+            response["DPoP-Nonce"] = issue_nonce()  # RFC 9449 §8.2: keep the client's nonce fresh
+        return response
 
 
 class RevokeTokenView(dot_views.RevokeTokenView):

@@ -25,7 +25,12 @@ def test_metadata_is_truthful(issuer, http, world):
     assert meta["issuer"] == issuer
     assert meta["response_types_supported"] == ["code"]
     assert meta["code_challenge_methods_supported"] == ["S256"]
-    assert set(meta["grant_types_supported"]) == {"authorization_code", "client_credentials", "refresh_token"}
+    assert set(meta["grant_types_supported"]) == {
+        "authorization_code",
+        "client_credentials",
+        "refresh_token",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
+    }
     assert "private_key_jwt" in meta["token_endpoint_auth_methods_supported"]
     assert "HS256" not in meta["token_endpoint_auth_signing_alg_values_supported"]
     assert meta["authorization_response_iss_parameter_supported"] is True
