@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+from django import forms
 from django.conf import settings
 from django.shortcuts import render
 from oauth2_provider.exceptions import OAuthToolkitError
+from oauth2_provider.forms import AllowForm
 from oauth2_provider.models import get_application_model
 
 from governance.errors import GovernanceError
@@ -117,9 +119,18 @@ class Refusal(Exception):
         )
 
 
+class ConsentForm(AllowForm):
+    dpop_jkt = forms.CharField(required=False, widget=forms.HiddenInput())  # RFC 9449 §10
+
+
 class ConsentView(AuthorizationView):
     template_name = "oauth2_provider/authorize.html"
     error_template_name = "governance/authorize_error.html"
+    form_class = ConsentForm
+
+    def get_initial(self):
+        # The code is bound to the dpop_jkt of the request; it travels in the form like DOT's own fields.
+        return {**super().get_initial(), "dpop_jkt": self.request.GET.get("dpop_jkt", "")}
 
     # --- checks shared by GET and POST -----------------------------------------------------------
     def _agent(self, client_id: str) -> Agent | None:

@@ -82,7 +82,7 @@ def describe(record: TokenRecord) -> dict:
         "exp": int(record.expires_at.timestamp()),
         "iat": int(record.issued_at.timestamp()),
         "jti": record.jti,
-        "token_type": "Bearer",
+        "token_type": "DPoP" if record.cnf_jkt else "Bearer",
     }
     if record.cnf_jkt:
         data["cnf"] = {"jkt": record.cnf_jkt}

@@ -27,7 +27,7 @@ from audit import services as audit
 from audit.actions import Action
 from governance.models import Agent, TokenRecord, ToolServer, User
 from governance.models.agents import AgentKind
-from governance.oauth import context, jwt_tokens
+from governance.oauth import context, dpop_http, jwt_tokens
 from governance.oauth.events import record_refusal
 from governance.oauth.scoping import (
     BrokerRefusal,
@@ -118,6 +118,7 @@ def check_authorization(request) -> dict:
         raise errors.UnauthorizedClientError(
             description="A background agent uses client credentials.", request=request
         )
+    dpop_http.authorization_dpop_jkt(request)  # a malformed dpop_jkt is refused before consent
     resources = _resources(request.resource)
     if not resources and request.uri:
         resources = [v for k, v in parse_qsl(urlsplit(request.uri).query) if k == "resource"]
@@ -185,6 +186,7 @@ def check_token(request) -> None:
             description="The requested capabilities exceed what is granted.", request=request
         )
     now = timezone.now()
+    cnf_jkt = dpop_http.bound_jkt(request)  # verified by dpop_http.check_token_request, the hook before
     request.scopes = decision.allowed
     request.resource = [server.audience]
     request.gatehouse = Issued(
@@ -196,6 +198,8 @@ def check_token(request) -> None:
         issued_at=now,
         expires_at=now + timedelta(seconds=decision.lifetime_seconds),
         grant_type=grant_type,
+        cnf_jkt=cnf_jkt,
+        audit_parameters={"cnf_jkt": cnf_jkt} if cnf_jkt else {},
     )
 
 

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 from governance.models.agents import TokenEndpointAuthMethod
 from governance.oauth import signing_keys
 from governance.oauth.client_auth import SIGNING_ALG_VALUES
+from governance.oauth.dpop import DPOP_SIGNING_ALGS
 from governance.oauth.server import GRANT_TYPES_SUPPORTED
 from governance.oauth.views import oauth_endpoint
 
@@ -45,6 +46,7 @@ def metadata_document() -> dict:
         "introspection_endpoint_auth_signing_alg_values_supported": SIGNING_ALG_VALUES,
         "authorization_response_iss_parameter_supported": True,
         "client_id_metadata_document_supported": False,
+        "dpop_signing_alg_values_supported": list(DPOP_SIGNING_ALGS),
     }
 
 
