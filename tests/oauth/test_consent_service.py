@@ -24,13 +24,16 @@ def risky(tool_server):
 
 @pytest.fixture
 def approval(tool_server):
-    return CapabilityFactory(tool_server=tool_server, key="records.export", requires_approval=True,
-                             approvals_required=1)
+    return CapabilityFactory(
+        tool_server=tool_server, key="records.export", requires_approval=True, approvals_required=1
+    )
 
 
 @pytest.fixture
 def voice(org, admin, capability, write, risky, approval):
-    return AgentFactory(organization=org, owner=admin, name="voice", ceiling=[capability, write, risky, approval])
+    return AgentFactory(
+        organization=org, owner=admin, name="voice", ceiling=[capability, write, risky, approval]
+    )
 
 
 def events(action):
@@ -38,13 +41,19 @@ def events(action):
 
 
 def test_consent_creates_own_grants_and_records_one_event(voice, member, capability, write):
-    result = grant_consent(actor=member, agent=voice, capabilities=[capability, write], audience="https://x.test/")
+    result = grant_consent(
+        actor=member, agent=voice, capabilities=[capability, write], audience="https://x.test/"
+    )
     assert sorted(g.capability.key for g in result.created) == ["records.read_own", "records.write_note"]
     grants = Grant.objects.active().filter(agent=voice, user=member)
     assert grants.count() == 2
-    assert all(g.granted_by_id == member.pk and g.expires_at > timezone.now() + timedelta(days=29) for g in grants)
+    assert all(
+        g.granted_by_id == member.pk and g.expires_at > timezone.now() + timedelta(days=29) for g in grants
+    )
     [event] = events("consent.given")
-    assert event.actor_id == str(member.pk) and event.on_behalf_of_id == member.pk and event.agent_id == voice.pk
+    assert (
+        event.actor_id == str(member.pk) and event.on_behalf_of_id == member.pk and event.agent_id == voice.pk
+    )
     assert event.capabilities == "records.read_own records.write_note"
     assert '"created":["records.read_own","records.write_note"]' in event.parameters
     # one consent, one event: no separate grant.created events
@@ -52,7 +61,9 @@ def test_consent_creates_own_grants_and_records_one_event(voice, member, capabil
 
 
 def test_consent_renews_a_grant_that_expires_sooner_and_never_shortens_one(voice, member, capability, write):
-    soon = GrantFactory(agent=voice, user=member, capability=capability, expires_at=timezone.now() + timedelta(hours=1))
+    soon = GrantFactory(
+        agent=voice, user=member, capability=capability, expires_at=timezone.now() + timedelta(hours=1)
+    )
     forever = GrantFactory(agent=voice, user=member, capability=write, expires_at=None)
     result = grant_consent(actor=member, agent=voice, capabilities=[capability, write])
     assert [g.pk for g in result.renewed] == [soon.pk] and [g.pk for g in result.unchanged] == [forever.pk]
