@@ -169,9 +169,7 @@ class TokenExchangeGrant(GrantTypeBase):
     def _parameters(self, request) -> dict[str, str]:
         params = _body(request)
         if not params.get("subject_token"):
-            raise _refuse(
-                "invalid_request", "subject_token is required.", request, reason="no subject_token"
-            )
+            raise _refuse("invalid_request", "subject_token is required.", request, reason="no subject_token")
         if params.get("subject_token_type") not in ACCEPTED_TOKEN_TYPES:
             raise _refuse(
                 "invalid_request",
@@ -407,7 +405,7 @@ class TokenExchangeGrant(GrantTypeBase):
             "dpop_bound": bool(cnf_jkt),
         }
         if actor_record is not None:
-            audit_parameters["actor_token_jti"] = actor_record.jti
+            audit_parameters["actor_jti"] = actor_record.jti
         request.user = subject.user
         request.scopes = decision.allowed
         request.resource = [target.audience]
