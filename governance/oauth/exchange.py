@@ -35,7 +35,7 @@ from governance.models import Agent, Grant, TokenRecord, ToolServer
 from governance.models.agents import AgentKind
 from governance.oauth import context, introspection, issuance, jwt_tokens
 from governance.oauth.dpop import DPoPError
-from governance.oauth.dpop_http import DPoPProofRefused, token_endpoint_proof
+from governance.oauth.dpop_http import DPoPProofRefused, refuse, token_endpoint_proof
 from governance.oauth.events import record_refusal
 from governance.oauth.scoping import (
     BrokerRefusal,
@@ -226,6 +226,7 @@ class TokenExchangeGrant(GrantTypeBase):
             )
         record = subject.record
         context.note(user=record.user)
+        request.user = record.user
         if record.user is None:
             # A background agent's token names no user; narrowing it is a client-credentials request.
             raise _refuse(
@@ -279,7 +280,13 @@ class TokenExchangeGrant(GrantTypeBase):
             if proof is None and (expected is not None or actor.dpop_bound_tokens_required):
                 raise DPoPError("missing")
         except DPoPError as exc:
-            context.note(reason=f"DPoP proof refused: {exc.reason}")
+            if subject.cnf_jkt:
+                binding = "subject_token"
+            elif expected is not None:
+                binding = "actor_token"
+            else:
+                binding = "agent_requires_dpop" if actor.dpop_bound_tokens_required else ""
+            refuse(exc, request, agent=actor, binding=binding)  # one dpop.proof_refused event
             raise DPoPProofRefused(exc, request=request) from None
         return proof
 

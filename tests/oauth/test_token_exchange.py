@@ -18,9 +18,10 @@ from audit.models import AuditEvent
 from audit.services import SYSTEM
 from governance.models import Grant, TokenRecord
 from governance.oauth import jwt_tokens
+from governance.oauth.dpop import thumbprint
 from governance.services import agent_suspend
 from tests.factories import UserFactory
-from tests.oauth import helpers
+from tests.oauth import dpop_client, helpers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -463,3 +464,66 @@ def test_act_is_preserved_through_two_exchanges_and_visible_in_introspection_and
 def test_metadata_lists_the_grant_type(issuer, http, world):
     meta = http.get(f"{issuer}/.well-known/oauth-authorization-server").json()
     assert GRANT in meta["grant_types_supported"]
+
+
+# ---- DPoP ------------------------------------------------------------------------------------------------
+
+
+def dpop_proof(issuer, key, **kwargs) -> dict:
+    return {"DPoP": dpop_client.make_proof("POST", f"{issuer}/oauth/token/", key, **kwargs)}
+
+
+def test_a_dpop_bound_subject_token_needs_a_proof_by_the_same_key(issuer, http, world, d):
+    key = dpop_client.new_key()
+    bound = user_token(
+        http, issuer, world, d.front, d.front_key, scope="records.read_own", headers=dpop_proof(issuer, key)
+    )
+    jkt = thumbprint(dpop_client.public_jwk(key))
+    assert jwt_tokens.verify(bound)["cnf"] == {"jkt": jkt}
+    front = d.front
+
+    missing = exchange(http, issuer, front, d.front_key, bound, resource=world.records.audience)
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_dpop_proof"
+    other = exchange(
+        http, issuer, front, d.front_key, bound,
+        resource=world.records.audience, headers=dpop_proof(issuer, dpop_client.new_key()),
+    )  # fmt: skip
+    assert other.json()["error"] == "invalid_dpop_proof"
+    refused = events("dpop.proof_refused")
+    assert [params(e)["reason"] for e in refused] == ["missing", "key_mismatch"]
+    assert all(params(e)["binding"] == "subject_token" for e in refused)
+    assert all(e.on_behalf_of_id == world.member.pk for e in refused)
+    assert not events("token.exchanged")
+
+    good = exchange(
+        http, issuer, front, d.front_key, bound,
+        resource=world.records.audience, headers=dpop_proof(issuer, key),
+    )  # fmt: skip
+    assert good.status_code == 200, good.text
+    assert good.json()["token_type"] == "DPoP"
+    claims = jwt_tokens.verify(good.json()["access_token"])
+    assert claims["cnf"] == {"jkt": jkt} and claims["act"] == {"sub": front.application.client_id}
+    assert TokenRecord.objects.get(jti=claims["jti"]).cnf_jkt == jkt
+    assert params(events("token.exchanged")[-1])["dpop_bound"] is True
+
+
+def test_an_unbound_subject_token_exchanged_with_a_proof_gives_a_bound_token(issuer, http, world, d):
+    key = dpop_client.new_key()
+    response = exchange(
+        http, issuer, d.helper, d.helper_key, d.subject_token,
+        resource=world.records.audience, headers=dpop_proof(issuer, key),
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.json()["token_type"] == "DPoP"
+    claims = jwt_tokens.verify(response.json()["access_token"])
+    assert claims["cnf"] == {"jkt": thumbprint(dpop_client.public_jwk(key))}
+
+
+def test_an_agent_that_requires_dpop_gets_nothing_without_a_proof(issuer, http, world, d):
+    d.helper.dpop_bound_tokens_required = True
+    d.helper.save(update_fields=["dpop_bound_tokens_required"])
+    response = exchange(
+        http, issuer, d.helper, d.helper_key, d.subject_token, resource=world.records.audience
+    )
+    assert response.json()["error"] == "invalid_dpop_proof"
+    assert params(events("dpop.proof_refused")[-1])["binding"] == "agent_requires_dpop"
