@@ -132,6 +132,12 @@ class ConsentView(AuthorizationView):
         # The code is bound to the dpop_jkt of the request; it travels in the form like DOT's own fields.
         return {**super().get_initial(), "dpop_jkt": self.request.GET.get("dpop_jkt", "")}
 
+    def create_authorization_response(self, request, scopes, credentials, allow):
+        # DOT hands oauthlib only these credentials (not the form body): add the form's dpop_jkt.
+        if request.POST.get("dpop_jkt"):
+            credentials = {**credentials, "dpop_jkt": request.POST["dpop_jkt"]}
+        return super().create_authorization_response(request, scopes, credentials, allow)
+
     # --- checks shared by GET and POST -----------------------------------------------------------
     def _agent(self, client_id: str) -> Agent | None:
         application = get_application_model().objects.filter(client_id=client_id).first()
