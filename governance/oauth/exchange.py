@@ -112,9 +112,7 @@ class TokenExchangeGrant(GrantTypeBase):
             return headers, exc.json, exc.status_code
         token = token_handler.create_token(request, refresh_token=False)
         token.pop("refresh_token", None)
-        token["issued_token_type"] = ACCESS_TOKEN_TYPE
-        if request.gatehouse.cnf_jkt:
-            token["token_type"] = "DPoP"
+        token["issued_token_type"] = ACCESS_TOKEN_TYPE  # token_type (Bearer or DPoP) is the token handler's
         self.request_validator.save_token(token, request)
         return headers, json.dumps(token), 200
 

@@ -8,11 +8,13 @@ has nothing for pat.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
-from oauth2_provider.models import AccessToken
+from oauth2_provider.models import AccessToken, set_token_value
 
 from audit.models import AuditEvent
 from audit.services import SYSTEM
@@ -167,8 +169,9 @@ def test_without_scope_the_token_carries_the_intersection(issuer, http, world, d
 
 def test_audience_parameter_names_the_target_too(issuer, http, world, d):
     response = exchange(
-        http, issuer, d.helper, d.helper_key, d.subject_token, resource=None, audience=world.records.audience
-    )
+        http, issuer, d.helper, d.helper_key, d.subject_token,
+        resource=None, audience=world.records.audience, subject_token_type=JWT,
+    )  # fmt: skip
     assert response.status_code == 200, response.text
     claims = jwt_tokens.verify(response.json()["access_token"])
     assert claims["aud"] == world.records.audience
@@ -425,6 +428,72 @@ def test_a_background_subject_token_is_refused(issuer, http, world, d):
     assert response.json()["error"] == "invalid_request"
 
 
+# ---- may_act -------------------------------------------------------------------------------------------
+
+
+def token_with_may_act(world, agent, may_act_sub: str) -> str:
+    """A user token carrying ``may_act`` (Gatehouse mints none yet), stored as the broker stores tokens."""
+    now = timezone.now()
+    jti = uuid.uuid4().hex
+    claims = jwt_tokens.AccessTokenClaims(
+        issuer=settings.GATEHOUSE_ISSUER,
+        subject=str(world.member.pk),
+        client_id=agent.application.client_id,
+        audience=world.records.audience,
+        scope=["records.read_own"],
+        issued_at=now,
+        expires_at=now + timedelta(minutes=5),
+        jti=jti,
+        extra={"may_act": {"sub": may_act_sub}},
+    )
+    value = jwt_tokens.sign(claims)
+    access_token = AccessToken(
+        user=world.member,
+        scope="records.read_own",
+        expires=claims.expires_at,
+        application=agent.application,
+        resource=[world.records.audience],
+    )
+    set_token_value(access_token, value)
+    access_token.save()
+    TokenRecord.objects.create(
+        access_token=access_token,
+        jti=jti,
+        audience=world.records.audience,
+        tool_server=world.records,
+        agent=agent,
+        user=world.member,
+        subject=str(world.member.pk),
+        client_id=agent.application.client_id,
+        capabilities="records.read_own",
+        grant_type="authorization_code",
+        issued_at=now,
+        expires_at=claims.expires_at,
+    )
+    return value
+
+
+def test_may_act_passes_the_actor_check_but_capabilities_still_need_the_actors_grants(issuer, http, world, d):
+    stranger_id = d.stranger.application.client_id
+    named = token_with_may_act(world, d.front, stranger_id)
+    # Named by may_act, but without a grant of its own the intersection is empty.
+    empty = exchange(http, issuer, d.stranger, d.stranger_key, named, resource=world.records.audience)
+    assert empty.json()["error"] == "invalid_scope"
+    assert params(events("token.refused")[-1])["reason"] == (
+        "the subject token and the actor's grants have no capability in common"
+    )
+    # Named and granted: issued, and the audit says which rule let it act.
+    helpers.grant(d.stranger, world.read, world.member)
+    ok = exchange(http, issuer, d.stranger, d.stranger_key, named, resource=world.records.audience)
+    assert ok.status_code == 200, ok.text
+    assert params(events("token.exchanged")[-1])["permission"] == "may_act"
+    # may_act naming someone else does not help a client without a grant.
+    other = token_with_may_act(world, d.front, d.helper.application.client_id)
+    Grant.objects.filter(agent=d.stranger).update(revoked_at=timezone.now())
+    refused = exchange(http, issuer, d.stranger, d.stranger_key, other, resource=world.records.audience)
+    assert refused.json()["error"] == "invalid_request"
+
+
 # ---- chains ----------------------------------------------------------------------------------------------
 
 
@@ -527,3 +596,14 @@ def test_an_agent_that_requires_dpop_gets_nothing_without_a_proof(issuer, http, 
     )
     assert response.json()["error"] == "invalid_dpop_proof"
     assert params(events("dpop.proof_refused")[-1])["binding"] == "agent_requires_dpop"
+
+
+def test_a_delegation_chain_has_a_limit(issuer, http, world, d):
+    token = d.subject_token
+    for _ in range(5):
+        response = exchange(http, issuer, d.helper, d.helper_key, token, resource=world.records.audience)
+        assert response.status_code == 200, response.text
+        token = response.json()["access_token"]
+    assert len(params(events("token.exchanged")[-1])["actor_chain"]) == 5
+    too_long = exchange(http, issuer, d.helper, d.helper_key, token, resource=world.records.audience)
+    assert too_long.json()["error"] == "invalid_request"
