@@ -607,3 +607,20 @@ def test_a_delegation_chain_has_a_limit(issuer, http, world, d):
     assert len(params(events("token.exchanged")[-1])["actor_chain"]) == 5
     too_long = exchange(http, issuer, d.helper, d.helper_key, token, resource=world.records.audience)
     assert too_long.json()["error"] == "invalid_request"
+
+
+def test_a_public_client_cannot_exchange(issuer, http, world, d):
+    public, _ = world.interactive_agent(name="public", auth_method="none")
+    helpers.grant(public, world.read, world.member)
+    response = http.post(
+        f"{issuer}/oauth/token/",
+        data={
+            "grant_type": GRANT,
+            "client_id": public.application.client_id,
+            "subject_token": d.subject_token,
+            "subject_token_type": ACCESS,
+            "resource": world.records.audience,
+        },
+    )
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+    assert not TokenRecord.objects.filter(agent=public).exists()
