@@ -120,4 +120,6 @@ def _agent(agent: Agent) -> dict:
     if agent.application is not None:
         _put(entry, "redirect_uris", agent.application.redirect_uris.split())
     entry["ceiling"] = sorted(c.key for c in agent.ceiling.all())
+    if agent.dpop_bound_tokens_required:
+        entry["dpop_bound_tokens_required"] = True
     return entry

@@ -78,6 +78,7 @@ def _plan_agent(planner: Planner, spec, current) -> None:
                 redirect_uris=spec.redirect_uris,
                 status=initial,
                 ceiling=[reg[("capability", slug, key)] for key in keys],
+                dpop_bound_tokens_required=spec.dpop_bound_tokens_required,
             )
 
         planner.add("agent", "create", "agent", spec.path, spec.name, create)
@@ -89,6 +90,7 @@ def _plan_agent(planner: Planner, spec, current) -> None:
             "jwks": current.jwks or {},
             "jwks_uri": current.jwks_uri,
             "redirect_uris": application.redirect_uris.split() if application is not None else [],
+            "dpop_bound_tokens_required": current.dpop_bound_tokens_required,
         }
         wanted = {
             "description": spec.description,
@@ -96,6 +98,7 @@ def _plan_agent(planner: Planner, spec, current) -> None:
             "jwks": spec.jwks,
             "jwks_uri": spec.jwks_uri,
             "redirect_uris": spec.redirect_uris,
+            "dpop_bound_tokens_required": spec.dpop_bound_tokens_required,
         }
         changes = {name: value for name, value in wanted.items() if state[name] != value}
         if changes:

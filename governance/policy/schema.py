@@ -85,6 +85,7 @@ class AgentSpec:
     jwks_uri: str
     redirect_uris: list[str]
     ceiling: list[tuple[str, str]]  # (path, capability key)
+    dpop_bound_tokens_required: bool = False
 
 
 @dataclass
@@ -265,6 +266,7 @@ def _agent(reader: Reader, item, path: str, default_org: str | None) -> AgentSpe
         "jwks_uri",
         "redirect_uris",
         "ceiling",
+        "dpop_bound_tokens_required",
     }
     entry = reader.mapping(item, path, allowed=allowed, required={"name", "kind", "owner"})
     if entry is None:
@@ -307,6 +309,9 @@ def _agent(reader: Reader, item, path: str, default_org: str | None) -> AgentSpe
         jwks_uri=jwks_uri,
         redirect_uris=redirect_uris,
         ceiling=ceiling,
+        dpop_bound_tokens_required=bool(
+            reader.flag(entry, "dpop_bound_tokens_required", path, default=False)
+        ),
     )
 
 

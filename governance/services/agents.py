@@ -96,6 +96,7 @@ def agent_create(
     ceiling: Iterable[Capability] = (),
     redirect_uris: Iterable[str] = (),
     status: str = AgentStatus.ACTIVE,
+    dpop_bound_tokens_required: bool = False,
 ) -> Agent:
     ensure_can_manage(actor, organization)
     if kind not in AgentKind.values:
@@ -108,6 +109,7 @@ def agent_create(
     agent = Agent(
         organization=organization, name=name, kind=kind, owner=owner, description=description,
         jwks=validate_public_jwks(jwks), jwks_uri=jwks_uri, status=status,
+        dpop_bound_tokens_required=dpop_bound_tokens_required,
     )
     validate(agent, exclude=["application"])
     with database_rules(), transaction.atomic():
@@ -123,6 +125,7 @@ def agent_create(
                 "name": name, "kind": kind, "status": status, "owner": owner.username,
                 "client_id": agent.application.client_id, "key_ids": _key_ids(agent.jwks),
                 "jwks_uri": jwks_uri, "redirect_uris": redirect_uris,
+                "dpop_bound_tokens_required": dpop_bound_tokens_required,
             },
         )
     return agent
@@ -150,9 +153,10 @@ def agent_update(*, actor: Principal, agent: Agent, **changes) -> Agent:
     application = agent.application
     if redirect_uris is not None:
         redirect_uris = _check_redirect_uris(agent.kind, list(redirect_uris))
-    fields = [f for f in changes if f in {"name", "description", "owner", "jwks", "jwks_uri"}]
+    editable = {"name", "description", "owner", "jwks", "jwks_uri", "dpop_bound_tokens_required"}
+    fields = [f for f in changes if f in editable]
     with reverted_on_error(agent, fields):
-        diff = apply_changes(agent, changes, allowed={"name", "description", "owner", "jwks", "jwks_uri"})
+        diff = apply_changes(agent, changes, allowed=editable)
         joined = None if redirect_uris is None else " ".join(redirect_uris)
         if application is not None and joined is not None and joined != application.redirect_uris:
             diff["redirect_uris"] = [application.redirect_uris.split(), redirect_uris]
