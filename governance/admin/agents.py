@@ -16,7 +16,7 @@ from governance.mfa.guards import require_step_up_action
 from governance.models import Agent, Grant
 from governance.models.agents import AgentStatus
 
-UPDATABLE = ("name", "description", "owner", "jwks", "jwks_uri")
+UPDATABLE = ("name", "description", "owner", "jwks", "jwks_uri", "dpop_bound_tokens_required")
 
 
 class AgentForm(ServiceForm):
@@ -144,6 +144,7 @@ class AgentAdmin(ServiceAdmin):
                 "description",
                 "jwks",
                 "jwks_uri",
+                "dpop_bound_tokens_required",
                 "redirect_uris",
                 "ceiling",
             )
@@ -159,6 +160,7 @@ class AgentAdmin(ServiceAdmin):
             "jwks",
             "key_ids",
             "jwks_uri",
+            "dpop_bound_tokens_required",
             "redirect_uris",
             "ceiling",
             "created_at",
@@ -227,6 +229,7 @@ class AgentAdmin(ServiceAdmin):
             ceiling=data.get("ceiling", ()),
             redirect_uris=data.get("redirect_uris", []),
             status=data.get("status") or AgentStatus.ACTIVE,
+            dpop_bound_tokens_required=bool(data.get("dpop_bound_tokens_required")),
         )
 
     def service_update(self, request, obj, form):

@@ -1,4 +1,4 @@
-"""Policy files carry an agent's DPoP requirement: applied, exported, changed, refused unless boolean."""
+"""An agent's DPoP requirement: policy files (applied, exported, changed, refused unless boolean), admin."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import json
 
 import pytest
 from django.core.management import CommandError
+from django.urls import reverse
 
 from audit.models import AuditEvent
 from governance.models import Agent, Organization
 from governance.policy import export_policy
+from tests.governance.test_admin import agent_change_post
 from tests.governance.test_policy import clinic, run, write
 
 pytestmark = pytest.mark.django_db
@@ -47,3 +49,17 @@ def test_a_non_boolean_requirement_is_refused_with_its_path(tmp_path):
     with pytest.raises(CommandError, match=r"agents\[0\]\.dpop_bound_tokens_required: must be true or false"):
         run(write(tmp_path, document))
     assert not Agent.objects.exists()
+
+
+def test_the_admin_sets_and_clears_the_requirement_through_agent_update(client, admin, agent):
+    client.force_login(admin)
+    change = reverse("admin:governance_agent_change", args=[agent.pk])
+    response = client.post(change, agent_change_post(agent, dpop_bound_tokens_required="on"))
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert agent.dpop_bound_tokens_required is True
+    event = AuditEvent.objects.filter(action="agent.updated", agent_id=agent.pk).latest("seq")
+    assert json.loads(event.parameters)["changes"]["dpop_bound_tokens_required"] == [False, True]
+    assert client.post(change, agent_change_post(agent)).status_code == 302  # an unticked box clears it
+    agent.refresh_from_db()
+    assert agent.dpop_bound_tokens_required is False
