@@ -152,8 +152,7 @@ class TokenExchangeGrant(GrantTypeBase):
             actor_record = self._actor_token(params["actor_token"], request, actor=actor)
         proof = self._proof(request, actor=actor, subject=subject.record, actor_record=actor_record)
         target = self._target(request, actor=actor)
-        self._authorize_actor(request, actor=actor, subject=subject, target=target)
-        decision = self._decide(request, actor=actor, subject=subject.record, target=target, params=params)
+        decision = self._decide(request, actor=actor, subject=subject, target=target, params=params)
         self._prepare(
             request,
             actor=actor,
@@ -299,15 +298,21 @@ class TokenExchangeGrant(GrantTypeBase):
         context.note(audience=target.audience)
         return target
 
-    def _authorize_actor(self, request, *, actor: Agent, subject: Subject, target: ToolServer) -> None:
-        """The classic bug is an exchange that ignores who asks: the actor needs its own permission."""
+    def _authorize_actor(
+        self, request, *, actor: Agent, subject: Subject, target: ToolServer, covered: bool
+    ) -> None:
+        """The classic bug is an exchange that ignores who asks: the actor needs its own permission.
+
+        ``covered``: some grant for (user, actor) on the target already covers a requested capability.
+        """
         client_id = actor.application.client_id
         may_act = subject.claims.get("may_act")
         if isinstance(may_act, dict) and may_act.get("sub") == client_id:
             request.gatehouse_permission = "may_act"
             return
         granted = (
-            Grant.objects.active()
+            covered
+            or Grant.objects.active()
             .filter(agent=actor, user=subject.record.user, capability__tool_server=target)
             .exists()
         )
@@ -321,25 +326,29 @@ class TokenExchangeGrant(GrantTypeBase):
         request.gatehouse_permission = "grant"
 
     def _decide(
-        self, request, *, actor: Agent, subject: TokenRecord, target: ToolServer, params: dict
+        self, request, *, actor: Agent, subject: Subject, target: ToolServer, params: dict
     ) -> ScopeDecision:
         """Only narrowing: the subject token's scope ∩ the actor's grants for this user on the target."""
+        record = subject.record
         try:
             requested = parse_scope(params.get("scope"))
         except BrokerRefusal as refusal:
             raise _refuse("invalid_scope", refusal.description, request, reason=refusal.description) from None
-        held = subject.capability_keys
+        held = record.capability_keys
         explicit = bool(requested)
         candidates = requested if explicit else held
         context.note(capabilities=candidates)
-        decision = evaluate_request(agent=actor, user=subject.user, audience=target, requested=candidates)
+        decision = evaluate_request(agent=actor, user=record.user, audience=target, requested=candidates)
+        self._authorize_actor(
+            request, actor=actor, subject=subject, target=target, covered=bool(decision.grants)
+        )
         allowed = [key for key in decision.allowed if key in held]
         if explicit and len(allowed) != len(decision.requested):
             record_refusal(
                 action=Action.ELEVATION_ATTEMPTED,
                 error="invalid_scope",
                 agent=actor,
-                user=subject.user,
+                user=record.user,
                 audience=target.audience,
                 capabilities=decision.requested,
                 parameters={
@@ -347,9 +356,9 @@ class TokenExchangeGrant(GrantTypeBase):
                     "grant_type": GRANT_TYPE,
                     "requested": decision.requested,
                     "allowed": allowed,
-                    "subject_jti": subject.jti,
+                    "subject_jti": record.jti,
                     "subject_scope": held,
-                    "actor_chain": [actor.application.client_id, *actor_chain(subject.act)],
+                    "actor_chain": [actor.application.client_id, *actor_chain(record.act)],
                 },
             )
             context.note(recorded=True)
