@@ -1,4 +1,8 @@
-"""Every audit action, one enum of stable dotted names.  Never rename a value: old events keep it."""
+"""Every audit action, one enum of stable dotted names.  Never rename a value: old events keep it.
+
+The database column has no choices (``record()`` checks values against this enum), so adding a value needs
+no migration.
+"""
 
 from django.db import models
 
@@ -43,6 +47,9 @@ class Action(models.TextChoices):
     TOKEN_INTROSPECTED = "token.introspected"
     ELEVATION_ATTEMPTED = "elevation.attempted"
     CLIENT_REGISTERED = "client.registered"
+    INITIAL_ACCESS_TOKEN_CREATED = "initial_access_token.created"
+    SIGNING_KEY_ROTATED = "signing_key.rotated"
+    SIGNING_KEY_RETIRED = "signing_key.retired"
     CONSENT_GIVEN = "consent.given"
     CONSENT_DENIED = "consent.denied"
     DPOP_PROOF_REFUSED = "dpop.proof_refused"
@@ -58,7 +65,6 @@ class Action(models.TextChoices):
     APPROVAL_REQUESTED = "approval.requested"
     APPROVAL_DECIDED = "approval.decided"
     APPROVAL_EXPIRED = "approval.expired"
-
 
 
 class Result(models.TextChoices):

@@ -1,13 +1,19 @@
-"""The hash chain: canonical content of an event and how its hash is computed.
+"""The hash chains: canonical content of an event and how its hash is computed.
 
+The log is made of independent chains called *lanes* (see docs/audit.md).  Each event belongs to one lane,
+has a gap-free position ``lane_seq`` in it (1, 2, 3, …), and links to the previous event of the same lane.
 ``hash = SHA-256(canonical)``, where ``canonical`` is a compact JSON array (UTF-8) of the version tag and
 every stored field in :data:`FIELDS` order, ending with the previous event's hash::
 
-    ["gatehouse.audit.v1", seq, "2026-01-02T03:04:05.000006Z", "grant.created", ..., "<prev_hash>"]
+    ["gatehouse.audit.v2", seq, lane, lane_seq, "2026-01-02T03:04:05.000006Z", "grant.created", ..., "<prev>"]
 
-Changing any field, the order of events, or removing one breaks the chain at that point.  The append path
-on PostgreSQL builds the same bytes in the database (see :func:`content_body`); the stored hash is always
-re-checked against :func:`event_hash` before the row commits.
+``seq`` is the global position (from a database sequence: increasing, gaps allowed) and is hashed too, so
+the display order cannot be rewritten either.  Changing any field, the order of a lane, or removing an
+event breaks its lane at that point.  The append path on PostgreSQL builds the same bytes in the database
+(see :func:`content_body`); the stored hash is always re-checked against :func:`event_hash` before the row
+commits.
+
+This module imports nothing from Django: verification worker processes use it without setting Django up.
 """
 
 from __future__ import annotations
@@ -17,12 +23,16 @@ import ipaddress
 import json
 from datetime import UTC, datetime
 
-GENESIS_HASH = "0" * 64
-VERSION = "gatehouse.audit.v1"
+VERSION = "gatehouse.audit.v2"
+
+#: Upper bound of ``AUDIT_CHAIN_LANES`` (lanes are numbered 0 … MAX_LANES - 1).
+MAX_LANES = 64
 
 # Field order of the canonical form; also the column order verification reads.
 FIELDS = (
     "seq",
+    "lane",
+    "lane_seq",
     "occurred_at",
     "action",
     "result",
@@ -44,8 +54,17 @@ FIELDS = (
     "prev_hash",
 )
 
+#: The content fields (``occurred_at`` … ``client_ip``): what the application computes before appending.
+CONTENT = FIELDS[3:-1]
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
 VERSION_JSON = _dumps(VERSION)
+
+
+def genesis_hash(lane: int) -> str:
+    """What the first event of ``lane`` links to: fixed, and different for every lane, so that a lane's
+    first event cannot be moved to another lane."""
+    return hashlib.sha256(f"{VERSION} genesis lane {lane}".encode()).hexdigest()
 
 
 def canonical_json(value) -> str:
@@ -77,8 +96,8 @@ def canonical_ip(value: str | None) -> str | None:
 
 
 def content_body(values: tuple) -> str:
-    """The canonical text of the fields between ``seq`` and ``prev_hash`` (``occurred_at`` … ``client_ip``),
-    without the surrounding brackets, so that ``[VERSION, seq, <body>, prev_hash]`` is the canonical form."""
+    """The canonical text of the :data:`CONTENT` fields without the surrounding brackets, so that
+    ``[<version>,<seq>,<lane>,<lane_seq>,<body>,"<prev_hash>"]`` is the canonical form."""
     row = list(values)
     row[0] = timestamp(row[0])
     return _dumps(row)[1:-1]
@@ -88,6 +107,6 @@ def event_hash(values: tuple) -> str:
     """Hash of one event given its values in :data:`FIELDS` order (``occurred_at`` a datetime or the
     canonical timestamp string)."""
     row = list(values)
-    row[1] = timestamp(row[1])
+    row[3] = timestamp(row[3])
     payload = _dumps([VERSION, *row])
     return hashlib.sha256(payload.encode()).hexdigest()

@@ -1,8 +1,9 @@
 """The append-only audit log.
 
 Rows carry snapshots (labels) instead of foreign keys, so history survives the deletion of what it names,
-and no ``ON DELETE`` can ever rewrite a row.  Ordering and integrity come from ``seq`` and the hash chain
-(see :mod:`audit.chain`); the ORM refuses updates and deletes, and on PostgreSQL so does a trigger.
+and no ``ON DELETE`` can ever rewrite a row.  ``seq`` orders events globally (from a database sequence, gaps
+allowed); integrity comes from the hash chains, one per lane, each gap-free in ``lane_seq`` (see
+:mod:`audit.chain`).  The ORM refuses updates and deletes, and on PostgreSQL so does a trigger.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 
 from django.db import models
 
-from audit.actions import Action, ActorType, Result
+from audit.actions import ActorType, Result
 
 
 class AppendOnlyError(Exception):
@@ -46,9 +47,12 @@ class AppendOnlyModel(models.Model):
 
 
 class AuditEvent(AppendOnlyModel):
-    seq = models.BigIntegerField(primary_key=True, editable=False)
+    seq = models.BigAutoField(primary_key=True)
+    lane = models.PositiveSmallIntegerField(editable=False)
+    lane_seq = models.BigIntegerField(editable=False)
     occurred_at = models.DateTimeField(db_index=True)
-    action = models.CharField(max_length=64, choices=Action.choices, db_index=True)
+    # No choices: record() validates against Action, and a new Action value needs no migration.
+    action = models.CharField(max_length=64, db_index=True)
     result = models.CharField(max_length=16, choices=Result.choices, default=Result.SUCCESS)
 
     actor_type = models.CharField(max_length=16, choices=ActorType.choices)
@@ -76,6 +80,7 @@ class AuditEvent(AppendOnlyModel):
     class Meta:
         ordering = ["-seq"]
         indexes = [models.Index(fields=["action", "occurred_at"], name="audit_action_time")]
+        constraints = [models.UniqueConstraint(fields=["lane", "lane_seq"], name="audit_lane_position")]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.result}"
@@ -86,17 +91,27 @@ class AuditEvent(AppendOnlyModel):
 
 
 class AuditCheckpoint(AppendOnlyModel):
-    """A signed statement: "the chain up to ``seq`` ends in ``event_hash``"."""
+    """A signed statement: "lane L ends at position N in event #S with hash H", for every lane at once.
+
+    ``heads`` is the canonical JSON list ``[[lane, lane_seq, seq, hash], ...]`` ordered by lane; ``events``
+    (the sum of the lanes' positions: how many events the checkpoint covers) and ``seq`` (the newest head's
+    global position, for display) follow from it and are signed too.
+    """
 
     id = models.BigAutoField(primary_key=True)
-    seq = models.BigIntegerField(unique=True)
-    event_hash = models.CharField(max_length=64)
+    events = models.BigIntegerField(unique=True)
+    seq = models.BigIntegerField()
+    heads = models.TextField()
     created_at = models.DateTimeField()
     key_id = models.CharField(max_length=32)
     signature = models.CharField(max_length=128)
 
     class Meta:
-        ordering = ["-seq"]
+        ordering = ["-events"]
 
     def __str__(self) -> str:
-        return f"checkpoint at #{self.seq}"
+        return f"checkpoint of {self.events} events (up to #{self.seq})"
+
+    @property
+    def heads_list(self) -> list[list]:
+        return json.loads(self.heads)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import NotSupportedError, connections, transaction
 from django.utils import timezone
 
@@ -14,9 +15,11 @@ from audit import chain, context, signing
 from audit.actions import Action, ActorType, Result
 from audit.masking import clean, clean_string
 from audit.models import AuditCheckpoint, AuditEvent
+from audit.selectors import lane_heads
 
-# Key of the PostgreSQL advisory lock that serialises appends to the chain.
-CHAIN_LOCK_KEY = 0x6761746568  # "gateh"
+# PostgreSQL advisory locks: lane L's appends are serialised by LANE_LOCK_BASE + L, checkpoints by their own.
+LANE_LOCK_BASE = 0x6761746568_00  # "gateh", then the lane number
+CHECKPOINT_LOCK_KEY = LANE_LOCK_BASE + 0xFF
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,11 @@ def record(
     parameters: Mapping[str, Any] | None = None,
     using: str = "default",
 ) -> AuditEvent:
-    """Append one event to the chain, inside the caller's transaction.
+    """Append one event to the log, inside the caller's transaction.
 
     Call it from the service that makes the change, after the change, so that both commit or neither
-    does.  The chain head is locked until the transaction ends; keep work after this call short.
+    does.  The event's lane is locked until the transaction ends (later events of the same transaction go
+    to the same lane); keep work after this call short.
     """
     values = event_values(
         action=action,
@@ -91,8 +95,9 @@ def record(
         else:
             raise NotSupportedError(f"the audit chain cannot serialise appends on {connection.vendor}")
         every = settings.AUDIT_CHECKPOINT_EVERY
-        if every and event.seq % every == 0:
-            _sign_checkpoint(seq=event.seq, event_hash=event.hash, using=using)
+        if every and event.lane_seq % every == 0:
+            _lock_checkpoints(using)
+            _checkpoint_heads(using)
     return event
 
 
@@ -108,7 +113,7 @@ def event_values(
     capabilities: Iterable[str] = (),
     parameters: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The stored content of an event (every field but ``seq``, ``prev_hash`` and ``hash``), cleaned."""
+    """The stored content of an event (the :data:`audit.chain.CONTENT` fields), cleaned."""
     action = Action(action)
     result = Result(result)
     actor_type, actor_id, actor_label = _snapshot(actor)
@@ -139,44 +144,65 @@ def event_values(
     }
 
 
-# Columns written by an append, after ``seq``; ``prev_hash`` and ``hash`` come last.
-_CONTENT = chain.FIELDS[1:-1]
-
-# One round trip on PostgreSQL: audit_append() (migration 0003) takes the chain lock, reads the head, builds
-# the canonical bytes from the body computed here, hashes and inserts.  Only the COMMIT remains between
-# taking the lock and releasing it, which is what bounds append throughput.
+# One round trip on PostgreSQL: audit_append() (migration 0005) picks a free lane (taking its advisory lock),
+# reads the lane's head, draws the global seq, builds the canonical bytes from the body computed here, hashes
+# and inserts.  Only the COMMIT remains between taking the lane lock and releasing it; with several lanes,
+# appends in different lanes commit side by side and share WAL flushes (group commit).
 _APPEND_SQL = (
-    "SELECT o_seq, o_prev_hash, o_hash FROM audit_append("
-    "%s::bigint, %s::text, %s::text, %s::text, %s::timestamptz, "
+    "SELECT o_seq, o_lane, o_lane_seq, o_prev_hash, o_hash FROM audit_append("
+    "%s::bigint, %s::integer, %s::text[], %s::text, %s::text, %s::timestamptz, "
     "%s::text, %s::text, %s::text, %s::text, %s::text, %s::bigint, %s::bigint, %s::text, %s::bigint, "
     "%s::text, %s::text, %s::text, %s::text, %s::text, %s::text, %s::text, %s::text)"
 )
 
+_GENESIS = [chain.genesis_hash(lane) for lane in range(chain.MAX_LANES)]
+
+
+def chain_lanes() -> int:
+    """``AUDIT_CHAIN_LANES``, checked: the number of lanes appends spread over on PostgreSQL."""
+    lanes = settings.AUDIT_CHAIN_LANES
+    if not isinstance(lanes, int) or not 1 <= lanes <= chain.MAX_LANES:
+        raise ImproperlyConfigured(f"AUDIT_CHAIN_LANES must be an integer from 1 to {chain.MAX_LANES}.")
+    return lanes
+
 
 def _append_postgresql(connection, values: dict) -> AuditEvent:
-    content = tuple(values[name] for name in _CONTENT)
+    content = tuple(values[name] for name in chain.CONTENT)
+    lanes = chain_lanes()
     with connection.cursor() as cursor:
         cursor.execute(
             _APPEND_SQL,
-            [CHAIN_LOCK_KEY, chain.GENESIS_HASH, chain.VERSION_JSON, chain.content_body(content), *content],
+            [
+                LANE_LOCK_BASE,
+                lanes,
+                _GENESIS[:lanes],
+                chain.VERSION_JSON,
+                chain.content_body(content),
+                *content,
+            ],
         )
-        seq, prev_hash, digest = cursor.fetchone()
-    if chain.event_hash((seq, *content, prev_hash)) != digest:
+        seq, lane, lane_seq, prev_hash, digest = cursor.fetchone()
+    if chain.event_hash((seq, lane, lane_seq, *content, prev_hash)) != digest:
         # The database built different bytes than the chain's definition (e.g. a non-UTF-8 database).
         # Refuse the event, and with it the caller's change, rather than commit an unverifiable row.
         raise RuntimeError("audit_append() produced a hash that does not match audit.chain")
-    return _loaded(AuditEvent(seq=seq, prev_hash=prev_hash, hash=digest, **values), connection.alias)
+    event = AuditEvent(seq=seq, lane=lane, lane_seq=lane_seq, prev_hash=prev_hash, hash=digest, **values)
+    return _loaded(event, connection.alias)
 
 
 def _append_locked(connection, values: dict) -> AuditEvent:
-    """Read the head, hash in Python, insert: the caller's transaction must already serialise appends
-    (SQLite: transaction_mode=IMMEDIATE holds the database's write lock from BEGIN)."""
+    """One lane (0): read its head and the next seq, hash in Python, insert.  The caller's transaction must
+    already serialise appends (SQLite: transaction_mode=IMMEDIATE holds the write lock from BEGIN)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT seq, hash FROM audit_auditevent ORDER BY seq DESC LIMIT 1")
+        cursor.execute(
+            "SELECT lane_seq, hash FROM audit_auditevent WHERE lane = 0 ORDER BY lane_seq DESC LIMIT 1"
+        )
         head = cursor.fetchone()
-    seq, prev_hash = (head[0] + 1, head[1]) if head else (1, chain.GENESIS_HASH)
-    digest = chain.event_hash((seq, *(values[name] for name in _CONTENT), prev_hash))
-    event = AuditEvent(seq=seq, prev_hash=prev_hash, hash=digest, **values)
+        cursor.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_auditevent")
+        seq = cursor.fetchone()[0]
+    lane_seq, prev_hash = (head[0] + 1, head[1]) if head else (1, chain.genesis_hash(0))
+    digest = chain.event_hash((seq, 0, lane_seq, *(values[name] for name in chain.CONTENT), prev_hash))
+    event = AuditEvent(seq=seq, lane=0, lane_seq=lane_seq, prev_hash=prev_hash, hash=digest, **values)
     event.save(using=connection.alias)
     return event
 
@@ -188,39 +214,62 @@ def _loaded(event: AuditEvent, alias: str) -> AuditEvent:
     return event
 
 
-def _lock_chain(using: str) -> None:
-    connection = connections[using]
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
-
-
-def checkpoint_message(*, seq: int, event_hash: str, created_at, key_id: str) -> bytes:
+def checkpoint_message(*, events: int, seq: int, heads: list, created_at, key_id: str) -> bytes:
     return chain.canonical_json(
-        ["gatehouse.audit.checkpoint.v1", seq, event_hash, chain.timestamp(created_at), key_id]
+        ["gatehouse.audit.checkpoint.v2", events, seq, heads, chain.timestamp(created_at), key_id]
     ).encode()
 
 
-def _sign_checkpoint(*, seq: int, event_hash: str, using: str) -> AuditCheckpoint:
+def _sign_checkpoint(*, heads: list, using: str) -> AuditCheckpoint:
+    """Sign ``heads`` (``[[lane, lane_seq, seq, hash], ...]`` ordered by lane) and store the checkpoint."""
+    heads = [list(head) for head in sorted(heads)]
+    events = sum(head[1] for head in heads)
+    seq = max(head[2] for head in heads)
     created_at = timezone.now()
     key_id = signing.current_key_id()
-    message = checkpoint_message(seq=seq, event_hash=event_hash, created_at=created_at, key_id=key_id)
+    message = checkpoint_message(events=events, seq=seq, heads=heads, created_at=created_at, key_id=key_id)
     _, signature = signing.sign(message)
     checkpoint = AuditCheckpoint(
-        seq=seq, event_hash=event_hash, created_at=created_at, key_id=key_id, signature=signature
+        events=events,
+        seq=seq,
+        heads=chain.canonical_json(heads),
+        created_at=created_at,
+        key_id=key_id,
+        signature=signature,
     )
     checkpoint.save(using=using)
     return checkpoint
 
 
+def _checkpoint_heads(using: str) -> AuditCheckpoint | None:
+    """Sign the heads this transaction sees, unless the newest checkpoint already covers as many events.
+
+    The caller holds the checkpoint lock, so checkpoints are made one at a time, each reading heads after the
+    previous one committed: a later checkpoint's heads are never behind an earlier one's in any lane, and
+    equal totals mean equal heads.  Appends are not blocked: every head read is a committed event (or this
+    transaction's own), which is all a checkpoint claims.
+    """
+    heads = lane_heads(using=using)
+    if not heads:
+        return None
+    covered = (
+        AuditCheckpoint.objects.using(using).order_by("-events").values_list("events", flat=True).first()
+    )
+    if covered is not None and covered >= sum(head.lane_seq for head in heads):
+        return None
+    return _sign_checkpoint(heads=[list(head) for head in heads], using=using)
+
+
+def _lock_checkpoints(using: str) -> None:
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHECKPOINT_LOCK_KEY])
+
+
 def checkpoint_create(*, using: str = "default") -> AuditCheckpoint | None:
-    """Sign the current head of the chain; None when the log is empty or already checkpointed there."""
+    """Sign the current heads of all lanes; None when the log is empty or nothing was added since the
+    newest checkpoint."""
     with transaction.atomic(using=using):
-        _lock_chain(using)  # appends and other checkpoints wait; SQLite's IMMEDIATE BEGIN already did this
-        head = AuditEvent.objects.using(using).order_by("-seq").values_list("seq", "hash").first()
-        if head is None:
-            return None
-        last = AuditCheckpoint.objects.using(using).order_by("-seq").values_list("seq", flat=True).first()
-        if last == head[0]:
-            return None
-        return _sign_checkpoint(seq=head[0], event_hash=head[1], using=using)
+        _lock_checkpoints(using)  # other checkpoints wait; SQLite's IMMEDIATE BEGIN already serialises
+        return _checkpoint_heads(using)

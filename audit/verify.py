@@ -1,8 +1,16 @@
-"""Verification of the chain and its signed checkpoints (``manage.py audit_verify``)."""
+"""Verification of the lanes and their signed checkpoints (``manage.py audit_verify``).
+
+Events are walked in ``seq`` order with one state per lane (:mod:`audit.walk`).  On PostgreSQL a large log
+is split in two ``seq`` ranges: this process walks the first while a spawned worker walks the second in
+the same exported snapshot, and the first event of each lane in the second range is then linked to where
+that lane stood at the end of the first.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -11,14 +19,10 @@ from django.db import connections, transaction
 from audit import chain, signing
 from audit.models import AuditCheckpoint
 from audit.services import checkpoint_message
+from audit.walk import Walk, link_problem, select, walk, walk_range
 
-BATCH = 10_000
-
-# Read as text in the exact canonical spelling, so that no per-row datetime parsing or formatting is needed.
-_POSTGRESQL_COLUMNS = {
-    "occurred_at": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-    "client_ip": "host(client_ip)",
-}
+#: Below this many events (by ``seq`` span) one process verifies alone: starting a worker costs more.
+PARALLEL_MIN_EVENTS = 200_000
 
 
 @dataclass
@@ -31,8 +35,9 @@ class Problem:
 class Report:
     events: int = 0
     last_seq: int = 0
-    last_hash: str = chain.GENESIS_HASH
+    lanes: dict[int, list] = field(default_factory=dict)  # lane → [next lane_seq, last hash]
     checkpoints: int = 0
+    workers: int = 1
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -44,91 +49,134 @@ class Report:
         return min(self.problems, key=lambda p: p.seq) if self.problems else None
 
 
-def _select(vendor: str) -> str:
-    """Rows shaped as the canonical array (version tag first, ``prev_hash`` last), then the stored hash."""
-    columns = ", ".join(
-        _POSTGRESQL_COLUMNS.get(name, name) if vendor == "postgresql" else name for name in chain.FIELDS
-    )
-    return f"SELECT %s, {columns}, hash FROM audit_auditevent ORDER BY seq"  # noqa: S608
+def verify_chain(*, using: str = "default", workers: int | None = None, max_problems: int = 20) -> Report:
+    """Walk every event, recomputing each hash and checking each lane's links; then check every checkpoint.
 
-
-def verify_chain(*, using: str = "default", max_problems: int = 20) -> Report:
-    """Walk every event in ``seq`` order, recomputing each hash; then check every checkpoint.
-
-    Checkpoints are read first: each one names an event committed before it, so the event scan that
-    follows (a later snapshot) must contain it, even while new events are being appended.
+    ``workers``: 1 or 2 processes; by default 2 for a large log on PostgreSQL outside a transaction.  The
+    checkpoints are read first (or in the same snapshot): each names events committed before it, so the
+    event scan must contain them, even while new events are being appended.
     """
-    report = Report()
     connection = connections[using]
-    checkpoints = list(AuditCheckpoint.objects.using(using).order_by("seq"))
-    wanted = {checkpoint.seq for checkpoint in checkpoints}
-    hashes_at: dict[int, str] = {}
-    # PostgreSQL: inside a transaction the server-side cursor streams; in autocommit Django would declare
-    # it WITH HOLD, which materialises the whole result before the first row.  (On SQLite a transaction
-    # would take the write lock, and its cursor streams anyway.)
-    streaming = transaction.atomic(using=using) if connection.vendor == "postgresql" else nullcontext()
-    with streaming, connection.chunked_cursor() as cursor:
-        cursor.execute(_select(connection.vendor), [chain.VERSION])
-        _walk(cursor, report, wanted, hashes_at, max_problems)
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        # One REPEATABLE READ snapshot for checkpoints and events, exported to the worker.  (Inside a
+        # transaction, Django's cursor also streams, but another connection could not see its rows.)
+        with transaction.atomic(using=using), connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            checkpoints = list(AuditCheckpoint.objects.using(using).order_by("events"))
+            cursor.execute("SELECT MIN(seq), MAX(seq) FROM audit_auditevent")
+            low, high = cursor.fetchone()
+            span = 0 if low is None else high - low + 1
+            if workers is None:
+                workers = 2 if span >= PARALLEL_MIN_EVENTS else 1
+            wanted = _wanted(checkpoints)
+            if workers > 1 and span > 1:
+                found = _walk_split(connection, cursor, wanted, low, high, max_problems)
+            else:
+                found = _walk_all(connection, wanted, max_problems)
+    else:
+        # SQLite's cursor streams without a transaction (which would take the write lock); PostgreSQL inside
+        # the caller's transaction streams through a server-side cursor.
+        checkpoints = list(AuditCheckpoint.objects.using(using).order_by("events"))
+        wanted = _wanted(checkpoints)
+        streaming = transaction.atomic(using=using) if connection.vendor == "postgresql" else nullcontext()
+        with streaming:
+            found = _walk_all(connection, wanted, max_problems)
+    report = Report(
+        events=found.events,
+        last_seq=found.last_seq,
+        lanes=found.lanes,
+        workers=workers or 1,
+        problems=[Problem(seq, reason) for seq, reason in found.problems],
+    )
     for checkpoint in checkpoints:
         report.checkpoints += 1
-        _check_checkpoint(checkpoint, hashes_at, report)
+        _check_checkpoint(checkpoint, found, report)
+    report.problems.sort(key=lambda p: p.seq)
     return report
 
 
-def _walk(cursor, report: Report, wanted: set[int], hashes_at: dict[int, str], max_problems: int) -> None:
-    """The hot loop: one canonical encoding and one SHA-256 per row, nothing else that can be avoided."""
-    problems = report.problems
-    expected_seq, prev_hash = 1, chain.GENESIS_HASH
-    dumps, sha256, timestamp, canonical_ip = (
-        chain.canonical_json,
-        hashlib.sha256,
-        chain.timestamp,
-        chain.canonical_ip,
+def _wanted(checkpoints: list[AuditCheckpoint]) -> dict[int, set[int]]:
+    wanted: dict[int, set[int]] = {}
+    for checkpoint in checkpoints:
+        for head in _heads(checkpoint):
+            wanted.setdefault(head[0], set()).add(head[1])
+    return wanted
+
+
+def _heads(checkpoint: AuditCheckpoint) -> list[list]:
+    try:
+        heads = json.loads(checkpoint.heads)
+    except ValueError:
+        return []
+    return (
+        [head for head in heads if isinstance(head, list) and len(head) == 4]
+        if isinstance(heads, list)
+        else []
     )
-    while rows := cursor.fetchmany(BATCH):
-        for row in rows:
-            seq, stored = row[1], row[-1]
-            if len(problems) < max_problems:
-                canonical = row[:-1]
-                ip = row[-3]
-                if ip is not None and ":" in ip or type(row[2]) is not str:
-                    # IPv6 (the database's spelling may differ from ours) or a datetime (SQLite).
-                    ip = None if ip is None else canonical_ip(ip)
-                    canonical = (*row[:2], timestamp(row[2]), *row[3:-3], ip, row[-2])
-                if seq != expected_seq:
-                    problems.append(_gap(expected_seq, seq))
-                elif row[-2] != prev_hash:
-                    problems.append(Problem(seq, f"prev_hash is not the hash of #{seq - 1}"))
-                elif sha256(dumps(canonical).encode()).hexdigest() != stored:
-                    problems.append(Problem(seq, "content does not match its hash"))
-            if seq in wanted:
-                hashes_at[seq] = stored
-            expected_seq, prev_hash = seq + 1, stored
-        report.events += len(rows)
-    report.last_seq, report.last_hash = expected_seq - 1, prev_hash
 
 
-def _gap(expected: int, found: int) -> Problem:
-    missing = f"#{expected}" if found == expected + 1 else f"#{expected}–#{found - 1}"
-    return Problem(expected, f"event {missing} is missing (next is #{found})")
+def _walk_all(connection, wanted: dict[int, set[int]], max_problems: int) -> Walk:
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(select(connection.vendor), [chain.VERSION])
+        return walk(cursor.fetchmany, wanted=wanted, max_problems=max_problems)
 
 
-def _check_checkpoint(checkpoint: AuditCheckpoint, hashes_at: dict[int, str], report: Report) -> None:
-    label = f"checkpoint {checkpoint.pk} at #{checkpoint.seq}"
+def _walk_split(
+    connection, cursor, wanted: dict[int, set[int]], low: int, high: int, max_problems: int
+) -> Walk:
+    """This process walks ``[low, middle)``, a spawned worker ``[middle, high]``, in one snapshot."""
+    middle = low + (high - low + 1) // 2
+    cursor.execute("SELECT pg_export_snapshot()")
+    snapshot = cursor.fetchone()[0]
+    conninfo = {k: v for k, v in connection.get_connection_params().items() if isinstance(v, str | int)}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        second = pool.submit(walk_range, conninfo, snapshot, middle, high + 1, wanted, max_problems)
+        with connection.chunked_cursor() as part:
+            part.execute(select(connection.vendor, ranged=True), [chain.VERSION, low, middle])
+            first = walk(part.fetchmany, wanted=wanted, max_problems=max_problems)
+        return _merge(first, second.result())
+
+
+def _merge(first: Walk, second: Walk) -> Walk:
+    """Link each lane's first event in ``second`` to where the lane ended in ``first`` (or to its genesis)."""
+    for lane, (lane_seq, seq, prev_hash) in second.firsts.items():
+        expected, last_hash = first.lanes.get(lane, (1, chain.genesis_hash(lane)))
+        reason = link_problem(lane, lane_seq, prev_hash, expected, last_hash)
+        if reason:
+            second.problems.append((seq, reason))
+    return Walk(
+        events=first.events + second.events,
+        last_seq=second.last_seq or first.last_seq,
+        lanes={**first.lanes, **second.lanes},
+        signed={**first.signed, **second.signed},
+        problems=first.problems + second.problems,
+    )
+
+
+def _check_checkpoint(checkpoint: AuditCheckpoint, found: Walk, report: Report) -> None:
+    label = f"checkpoint {checkpoint.pk} ({checkpoint.events} events)"
+    heads = _heads(checkpoint)
     message = checkpoint_message(
+        events=checkpoint.events,
         seq=checkpoint.seq,
-        event_hash=checkpoint.event_hash,
+        heads=heads,
         created_at=checkpoint.created_at,
         key_id=checkpoint.key_id,
     )
-    if not signing.verify(message, signature=checkpoint.signature, signer_key_id=checkpoint.key_id):
+    if not heads or not signing.verify(
+        message, signature=checkpoint.signature, signer_key_id=checkpoint.key_id
+    ):
         report.problems.append(Problem(checkpoint.seq, f"{label}: signature is invalid"))
-    elif checkpoint.seq not in hashes_at:
-        report.problems.append(
-            Problem(checkpoint.seq, f"{label}: the event it signs is missing (the log was truncated)")
-        )
-    elif hashes_at[checkpoint.seq] != checkpoint.event_hash:
-        report.problems.append(
-            Problem(checkpoint.seq, f"{label}: the chain was rewritten up to here (not the signed hash)")
-        )
+        return
+    for lane, lane_seq, seq, digest in heads:
+        event = found.signed.get((lane, lane_seq))
+        if event is None and lane not in found.lanes:
+            reason = f"lane {lane} has no events left, but the checkpoint signs {lane}/{lane_seq} (#{seq})"
+        elif event is None:
+            reason = f"the event it signs is missing: {lane}/{lane_seq}, #{seq} (the lane was truncated)"
+        elif event != (seq, digest):
+            reason = f"lane {lane} was rewritten up to {lane}/{lane_seq} (not the signed hash)"
+        else:
+            continue
+        report.problems.append(Problem(seq, f"{label}: {reason}"))

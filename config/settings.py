@@ -161,6 +161,8 @@ GATEHOUSE_TRUSTED_PROXY_COUNT = env.integer("GATEHOUSE_TRUSTED_PROXY_COUNT", def
 AUDIT_SIGNING_KEY = env.text("AUDIT_SIGNING_KEY", default="")
 AUDIT_SIGNING_KEY_FILE = env.path("AUDIT_SIGNING_KEY_FILE", VAR_DIR / "audit_signing_key.pem", base=BASE_DIR)
 AUDIT_CHECKPOINT_EVERY = env.integer("AUDIT_CHECKPOINT_EVERY", default=0)
+# Independent hash chains appends spread over on PostgreSQL (1–64); SQLite always uses one.
+AUDIT_CHAIN_LANES = env.integer("AUDIT_CHAIN_LANES", default=8)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

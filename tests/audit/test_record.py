@@ -1,11 +1,15 @@
+import importlib
+from types import SimpleNamespace
+
 import pytest
-from django.db import transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
 from django.test import override_settings
 
 from audit import chain
 from audit.masking import MASK
 from audit.models import AuditEvent
-from audit.services import Actor, record
+from audit.services import Actor, chain_lanes, record
 from audit.verify import verify_chain
 from tests.factories import UserFactory
 
@@ -50,13 +54,27 @@ def test_event_outlives_the_user_it_names(org):
     assert verify_chain().ok
 
 
-def test_events_link_into_a_chain():
+def test_events_of_one_transaction_link_into_one_lane():
     first = record(action="policy.applied", actor=Actor(type="system", label="cli"))
     second = record(action="policy.applied", actor=Actor(type="system", label="cli"))
-    assert second.seq == first.seq + 1
+    assert second.lane == first.lane
+    assert (first.lane_seq, second.lane_seq) == (1, 2)
+    assert first.prev_hash == chain.genesis_hash(first.lane)
     assert second.prev_hash == first.hash
+    assert second.seq > first.seq
     values = tuple(getattr(AuditEvent.objects.get(seq=second.seq), name) for name in chain.FIELDS)
     assert chain.event_hash(values) == second.hash
+
+
+def test_genesis_differs_per_lane():
+    assert len({chain.genesis_hash(lane) for lane in range(chain.MAX_LANES)}) == chain.MAX_LANES
+
+
+@pytest.mark.parametrize("lanes", [0, chain.MAX_LANES + 1, "8"])
+def test_lane_count_outside_its_range_is_refused(settings, lanes):
+    settings.AUDIT_CHAIN_LANES = lanes
+    with pytest.raises(ImproperlyConfigured, match="AUDIT_CHAIN_LANES"):
+        chain_lanes()
 
 
 def test_secrets_are_masked_and_identifiers_kept():
@@ -121,12 +139,22 @@ def test_hostile_strings_are_stored_and_verifiable():
 def test_rolled_back_transaction_leaves_no_event():
     before = AuditEvent.objects.count()
     with pytest.raises(RuntimeError), transaction.atomic():
-        record(action="grant.created", actor=Actor(type="system"))
+        rolled_back = record(action="grant.created", actor=Actor(type="system"))
         raise RuntimeError("the change failed")
     assert AuditEvent.objects.count() == before
     after = record(action="grant.created", actor=Actor(type="system"))
-    assert after.seq == before + 1
+    assert (after.lane, after.lane_seq) == (rolled_back.lane, rolled_back.lane_seq)  # the position is reused
+    assert after.seq >= rolled_back.seq  # the global seq may have a gap
     assert verify_chain().ok
+
+
+def test_migration_0005_refuses_a_database_with_old_audit_rows():
+    migration = importlib.import_module("audit.migrations.0005_lanes")
+    editor = SimpleNamespace(connection=connection)
+    migration.refuse_existing_rows(None, editor)  # empty: nothing to refuse
+    record(action="grant.created", actor=Actor(type="system"))
+    with pytest.raises(RuntimeError, match=r"will not rehash the 1 audit event\(s\) and 0 checkpoint"):
+        migration.refuse_existing_rows(None, editor)
 
 
 def test_unknown_actor_kind_is_refused():

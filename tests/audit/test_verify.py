@@ -1,7 +1,9 @@
-"""``manage.py audit_verify`` against an intact chain and against each kind of tampering.
+"""``manage.py audit_verify`` against intact lanes and against each kind of tampering.
 
 On PostgreSQL every tampering step runs with the append-only trigger bypassed (see tests/audit/helpers.py:
-``SET session_replication_role = replica`` as the superuser), as an attacker with that power would.
+``SET session_replication_role = replica`` as the superuser), as an attacker with that power would.  The
+events of one test all land in one lane (one transaction keeps its lane); other lanes are built by hand
+with ``append_to_lane``.
 """
 
 import base64
@@ -15,7 +17,15 @@ from audit import chain, signing
 from audit.models import AuditCheckpoint
 from audit.services import checkpoint_create, checkpoint_message
 from audit.verify import verify_chain
-from tests.audit.helpers import insert_row, make_events, read_row, rehash_from, tamper, write_row
+from tests.audit.helpers import (
+    append_to_lane,
+    insert_row,
+    make_events,
+    read_row,
+    rehash_from,
+    tamper,
+    write_row,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -38,10 +48,16 @@ def events():
     return made
 
 
+def other_lane(event) -> int:
+    return (event.lane + 1) % chain.MAX_LANES
+
+
 def test_intact_chain_with_checkpoint_is_ok(events, capsys):
+    assert {event.lane for event in events} == {events[0].lane}
+    assert [event.lane_seq for event in events] == list(range(1, 13))
     out = run_verify(capsys)
     assert "audit chain OK" in out
-    assert "events: 12" in out and "checkpoints: 1" in out
+    assert "events: 12" in out and "lanes: 1" in out and "checkpoints: 1" in out
 
 
 def test_empty_log_is_ok(capsys):
@@ -50,62 +66,119 @@ def test_empty_log_is_ok(capsys):
 
 def test_edited_row(events, capsys):
     with tamper() as cursor:
-        write_row(cursor, 5, {"result": "failure"})
-    assert "#5: content does not match its hash" in broken(capsys, 5)
+        write_row(cursor, events[4].seq, {"result": "failure"})
+    assert f"#{events[4].seq}: content does not match its hash" in broken(capsys, events[4].seq)
 
 
 def test_deleted_row(events, capsys):
+    lane = events[0].lane
     with tamper() as cursor:
-        cursor.execute("DELETE FROM audit_auditevent WHERE seq = 7")
-    assert "event #7 is missing (next is #8)" in broken(capsys, 7)
+        cursor.execute("DELETE FROM audit_auditevent WHERE seq = %s", [events[6].seq])
+    message = broken(capsys, events[7].seq)
+    assert f"lane {lane}: event {lane}/7 is missing (the lane continues at {lane}/8)" in message
+
+
+def test_deleted_row_in_one_lane_leaves_the_other_lanes_fine(events, capsys):
+    """Three more lanes, interleaved; a deletion in one is reported there, and only there."""
+    lanes = [
+        other_lane(events[0]),
+        (events[0].lane + 2) % chain.MAX_LANES,
+        (events[0].lane + 3) % chain.MAX_LANES,
+    ]
+    with tamper() as cursor:
+        appended = {lane: [append_to_lane(cursor, lane) for _ in range(4)] for lane in lanes}
+    checkpoint_create()
+    assert verify_chain().ok
+    with tamper() as cursor:
+        cursor.execute("DELETE FROM audit_auditevent WHERE seq = %s", [appended[lanes[1]][1]])
+    report = verify_chain()
+    assert [(p.seq, p.reason) for p in report.problems] == [
+        (
+            appended[lanes[1]][2],
+            f"lane {lanes[1]}: event {lanes[1]}/2 is missing (the lane continues at {lanes[1]}/3)",
+        )
+    ]
+    broken(capsys, appended[lanes[1]][2])
 
 
 def test_swapped_pair(events, capsys):
+    four, five = events[3].seq, events[4].seq
     with tamper() as cursor:
-        four, five = read_row(cursor, 4), read_row(cursor, 5)
-        write_row(cursor, 4, {"hash": "f" * 64})  # the hash column is unique: park one first
-        write_row(cursor, 5, four)
-        write_row(cursor, 4, five)
-    broken(capsys, 4)
+        row_four, row_five = read_row(cursor, four), read_row(cursor, five)
+        write_row(cursor, four, {"hash": "f" * 64, "lane_seq": -1})  # unique columns: park one first
+        write_row(cursor, five, row_four)
+        write_row(cursor, four, row_five)
+    broken(capsys, four)
+
+
+def test_event_moved_to_another_lane(events, capsys):
+    """The lane is hashed: moving an event, even to the tail of an empty lane, breaks its hash."""
+    lane = other_lane(events[-1])
+    with tamper() as cursor:
+        write_row(
+            cursor, events[-1].seq, {"lane": lane, "lane_seq": 1, "prev_hash": chain.genesis_hash(lane)}
+        )
+    message = broken(capsys, events[-1].seq)
+    assert "content does not match its hash" in message
 
 
 def test_row_inserted_in_the_middle_by_shifting(events, capsys):
-    """The attacker shifts #6… up by one and inserts a well-formed event linked to #5."""
+    """The attacker shifts #6… up by one (seq and lane position) and inserts a well-formed event after #5."""
     with tamper() as cursor:
-        for seq in range(12, 5, -1):
-            cursor.execute("UPDATE audit_auditevent SET seq = seq + 1 WHERE seq = %s", [seq])
-        forged = read_row(cursor, 5)
-        forged.update(action="grant.revoked", prev_hash=forged["hash"])
-        values = (6, *(forged[name] for name in chain.FIELDS[1:]))
+        for event in reversed(events[5:]):
+            cursor.execute(
+                "UPDATE audit_auditevent SET seq = seq + 1, lane_seq = lane_seq + 1 WHERE seq = %s",
+                [event.seq],
+            )
+        forged = read_row(cursor, events[4].seq)
+        forged.update(action="grant.revoked", prev_hash=forged["hash"], lane_seq=6)
+        values = (events[5].seq, *(forged[name] for name in chain.FIELDS[1:]))
         forged["hash"] = chain.event_hash(values)
-        insert_row(cursor, 6, forged)
-    assert "#7: prev_hash is not the hash of #6" in broken(capsys, 7)
+        insert_row(cursor, events[5].seq, forged)
+    lane = events[0].lane
+    assert f"lane {lane}: prev_hash is not the hash of {lane}/6" in broken(capsys, events[5].seq + 1)
+
+
+def test_backdated_event_appended_to_a_lane_is_out_of_order(events, capsys):
+    """A well-formed event appended to a lane's tail with an old seq (gaps are allowed) sits out of order."""
+    with tamper() as cursor:
+        cursor.execute("SELECT MIN(seq) FROM audit_auditevent")
+        oldest = cursor.fetchone()[0]
+        append_to_lane(cursor, events[0].lane, seq=oldest - 1)
+    lane = events[0].lane
+    message = broken(capsys, oldest - 1)
+    assert f"lane {lane}: event {lane}/1–{lane}/12 is missing (the lane continues at {lane}/13)" in message
 
 
 def test_row_appended_with_a_wrong_hash(events, capsys):
+    head = events[-1]
     with tamper() as cursor:
-        row = read_row(cursor, 12)
-        row.update(prev_hash=row["hash"], hash="e" * 64, action="grant.revoked")
-        insert_row(cursor, 13, row)
-    assert "#13: content does not match its hash" in broken(capsys, 13)
+        row = read_row(cursor, head.seq)
+        row.update(prev_hash=row["hash"], hash="e" * 64, action="grant.revoked", lane_seq=13)
+        insert_row(cursor, head.seq + 1, row)
+    assert f"#{head.seq + 1}: content does not match its hash" in broken(capsys, head.seq + 1)
 
 
 def test_recomputed_chain_is_caught_by_the_signed_checkpoint(events, capsys):
     with tamper() as cursor:
-        write_row(cursor, 3, {"result": "denied"})
-        rehash_from(cursor, 3)
+        write_row(cursor, events[2].seq, {"result": "denied"})
+        rehash_from(cursor, events[2].seq)
     report = verify_chain()
-    assert [p.seq for p in report.problems] == [12]  # every link is consistent again …
-    assert "chain was rewritten up to here" in broken(capsys, 12)  # … but the signed head is not
+    assert [p.seq for p in report.problems] == [events[-1].seq]  # every link is consistent again …
+    lane = events[0].lane
+    message = broken(capsys, events[-1].seq)  # … but the signed head is not
+    assert f"lane {lane} was rewritten up to {lane}/12 (not the signed hash)" in message
 
 
 def test_recomputed_chain_with_a_moved_checkpoint_fails_its_signature(events, capsys):
     with tamper() as cursor:
-        write_row(cursor, 3, {"result": "denied"})
-        rehash_from(cursor, 3)
-        cursor.execute("SELECT hash FROM audit_auditevent WHERE seq = 12")
-        cursor.execute("UPDATE audit_auditcheckpoint SET event_hash = %s", [cursor.fetchone()[0]])
-    assert "signature is invalid" in broken(capsys, 12)
+        write_row(cursor, events[2].seq, {"result": "denied"})
+        rehash_from(cursor, events[2].seq)
+        cursor.execute("SELECT hash FROM audit_auditevent WHERE seq = %s", [events[-1].seq])
+        digest = cursor.fetchone()[0]
+        heads = chain.canonical_json([[events[0].lane, 12, events[-1].seq, digest]])
+        cursor.execute("UPDATE audit_auditcheckpoint SET heads = %s", [heads])
+    assert "signature is invalid" in broken(capsys, events[-1].seq)
 
 
 @pytest.mark.parametrize("claimed", ["the real key id", "the forger's key id"])
@@ -113,27 +186,40 @@ def test_forged_checkpoint_signature_is_caught(events, capsys, claimed):
     forger = Ed25519PrivateKey.generate()
     key_id = signing.current_key_id() if claimed == "the real key id" else signing.key_id(forger.public_key())
     head = make_events(1)[0]
+    heads = [[head.lane, head.lane_seq, head.seq, head.hash]]
     created_at = timezone.now()
-    message = checkpoint_message(seq=head.seq, event_hash=head.hash, created_at=created_at, key_id=key_id)
+    message = checkpoint_message(events=13, seq=head.seq, heads=heads, created_at=created_at, key_id=key_id)
     AuditCheckpoint(
+        events=13,
         seq=head.seq,
-        event_hash=head.hash,
+        heads=chain.canonical_json(heads),
         created_at=created_at,
         key_id=key_id,
         signature=base64.b64encode(forger.sign(message)).decode(),
     ).save()
-    assert "signature is invalid" in broken(capsys, 13)
+    assert "signature is invalid" in broken(capsys, head.seq)
 
 
 def test_truncated_tail_before_a_checkpoint(events, capsys):
     with tamper() as cursor:
-        cursor.execute("DELETE FROM audit_auditevent WHERE seq >= 10")
-    assert "the event it signs is missing" in broken(capsys, 12)
+        cursor.execute("DELETE FROM audit_auditevent WHERE seq >= %s", [events[9].seq])
+    assert "the event it signs is missing" in broken(capsys, events[-1].seq)
+
+
+def test_lane_deleted_entirely_after_a_checkpoint(events, capsys):
+    lane = other_lane(events[0])
+    with tamper() as cursor:
+        appended = [append_to_lane(cursor, lane) for _ in range(3)]
+    checkpoint_create()
+    with tamper() as cursor:
+        cursor.execute("DELETE FROM audit_auditevent WHERE lane = %s", [lane])
+    message = broken(capsys, appended[-1])
+    assert f"lane {lane} has no events left, but the checkpoint signs {lane}/3 (#{appended[-1]})" in message
 
 
 def test_first_bad_event_is_named_when_several_are_bad(events, capsys):
     with tamper() as cursor:
-        write_row(cursor, 9, {"actor_label": "someone else"})
-        write_row(cursor, 4, {"parameters": '{"n":99}'})
-    message = broken(capsys, 4)
-    assert "#9: content does not match" in message
+        write_row(cursor, events[8].seq, {"actor_label": "someone else"})
+        write_row(cursor, events[3].seq, {"parameters": '{"n":99}'})
+    message = broken(capsys, events[3].seq)
+    assert f"#{events[8].seq}: content does not match" in message

@@ -4,11 +4,15 @@ from audit.services import checkpoint_create
 
 
 class Command(BaseCommand):
-    help = "Sign the current head of the audit chain (Celery beat does this periodically)."
+    help = "Sign the current heads of the audit log's lanes (Celery beat does this periodically)."
 
     def handle(self, *args, **options):
         checkpoint = checkpoint_create()
         if checkpoint is None:
-            self.stdout.write("nothing to sign: the log is empty or the head is already signed")
+            self.stdout.write("nothing to sign: the log is empty or nothing was added since the last checkpoint")
         else:
-            self.stdout.write(f"signed checkpoint at #{checkpoint.seq} with key {checkpoint.key_id}")
+            lanes = len(checkpoint.heads_list)
+            self.stdout.write(
+                f"signed checkpoint of {checkpoint.events} events in {lanes} lane(s), up to #{checkpoint.seq}, "
+                f"with key {checkpoint.key_id}"
+            )
