@@ -24,6 +24,8 @@ from django.db import transaction
 from django.utils import timezone
 from jwcrypto import jwk
 
+from audit import services as audit
+from audit.actions import Action
 from governance.models import SigningKey
 
 CURVES = {"ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519")}
@@ -69,13 +71,24 @@ def create_key(*, alg: str | None = None, activate_at=None) -> SigningKey:
     )
 
 
-def rotate(*, alg: str | None = None, now: bool = False) -> SigningKey:
-    """Create the next key; signs after the publish delay (at once with ``now``); retires the others."""
+def rotate(*, alg: str | None = None, now: bool = False, actor=None) -> SigningKey:
+    """Create the next key; signs after the publish delay (at once with ``now``); retires the others.
+
+    Audited with key ids only: one ``signing_key.rotated`` and one ``signing_key.retired`` per retired key.
+    """
     at = timezone.now()
     activate_at = at if now else at + timedelta(seconds=settings.GATEHOUSE_SIGNING_KEY_PUBLISH_SECONDS)
     with transaction.atomic():
         new = create_key(alg=alg, activate_at=activate_at)
+        retiring = list(SigningKey.objects.exclude(pk=new.pk).filter(retired_at__isnull=True))
         SigningKey.objects.exclude(pk=new.pk).filter(retired_at__isnull=True).update(retired_at=activate_at)
+        when = activate_at.isoformat()
+        retired = [key.kid for key in retiring]
+        parameters = {"kid": new.kid, "alg": new.alg, "signs_from": when, "retires": retired}
+        audit.record(action=Action.SIGNING_KEY_ROTATED, actor=actor, target=new, parameters=parameters)
+        for key in retiring:
+            parameters = {"kid": key.kid, "retired_at": when, "replaced_by": new.kid}
+            audit.record(action=Action.SIGNING_KEY_RETIRED, actor=actor, target=key, parameters=parameters)
     return new
 
 

@@ -496,7 +496,7 @@ def test_audit_changelist_pages_through_without_counting(client, org, many_event
         response = client.get(url("auditevent", "changelist"))
     assert response.status_code == 200
     assert count_queries(queries.captured_queries) == []
-    assert response.context["cl"].result_count == many_events.seq
+    assert response.context["cl"].result_count == AuditEvent.objects.count()  # exact: lane heads, not seq
     assert len(response.context["cl"].result_list) == 100
     assert client.get(url("auditevent", "changelist"), {"p": "2"}).status_code == 200
 

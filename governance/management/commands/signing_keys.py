@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
+from audit.actions import ActorType
+from audit.services import Actor
 from governance.models import SigningKey
 from governance.oauth import signing_keys
 
@@ -20,7 +22,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, action: str, **options):
         if action == "rotate":
-            key = signing_keys.rotate(alg=options["alg"], now=options["now"])
+            actor = Actor(type=ActorType.SYSTEM, label="manage.py signing_keys")
+            key = signing_keys.rotate(alg=options["alg"], now=options["now"], actor=actor)
             self.stdout.write(
                 f"new key {key.kid} ({key.alg}) published; signs from {key.activated_at:%Y-%m-%d %H:%M:%S}"
             )
