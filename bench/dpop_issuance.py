@@ -4,7 +4,8 @@
 
 Gatehouse is served exactly as ``bench/token_issuance.py`` serves it (its helpers are imported, not
 copied): its own PostgreSQL database on 127.0.0.1:5432, gunicorn sync workers on a loopback port, DEBUG off,
-Redis on 127.0.0.1:6379/14 as the cache (so the DPoP replay cache is Redis, as in production).  One
+Redis on 127.0.0.1:6379/14 as the cache (so the DPoP replay cache is Redis, as in production; ``--cache
+locmem`` serves without Redis, to isolate the cost of the replay cache's round trip).  One
 background agent authenticates with private_key_jwt and asks for one capability, with the same body in both
 variants; the DPoP variant adds a ``DPoP`` header (ES256, a fresh ``jti`` per request).  Assertions and
 proofs are signed before each round, so the client's signing is not timed.  Rounds alternate between the
@@ -78,9 +79,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per round and variant")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1))
+    parser.add_argument(
+        "--cache",
+        choices=["redis", "locmem"],
+        default="redis",
+        help="Gatehouse's cache (replay caches): Redis as in production, or each worker's local memory",
+    )
     opts = parser.parse_args()
     opts.slow_requests = opts.requests  # read by token_issuance.start for its warm-up
     peer = next(p for p in served_bench.peers() if p.name == "gatehouse")
+    if opts.cache == "locmem":  # isolates the cost of the extra Redis round trip a proof's jti takes
+        peer.env.pop("REDIS_URL", None)
     key = new_key("EC")
     variants = [Variant(name) for name in VARIANTS]
     served = None
@@ -108,7 +117,8 @@ def report(variants: list[Variant], opts, sample: dict, events) -> None:
     plain_p50 = statistics.median(variants[0].latencies) * 1000
     print(
         f"\nclient-credentials issuance, plain vs DPoP-bound · gunicorn sync ×{opts.workers} · PostgreSQL"
-        f" · Redis replay cache · {opts.concurrency} client threads"
+        f" · {'Redis' if opts.cache == 'redis' else 'per-worker local-memory'} replay cache"
+        f" · {opts.concurrency} client threads"
         f" · median of {opts.rounds} alternating rounds\n"
     )
     print("| variant | requests | tokens/s (median) | rounds (tokens/s) | p50 ms | p99 ms", end="")
