@@ -3,8 +3,9 @@
 Run: ``.venv/bin/python bench/dpop.py [--iterations N] [--section NAME]``.  Prints one table per section.
 Redis rows use REDIS_URL, or redis://127.0.0.1:6379/15, and are skipped when Redis does not answer.
 
-Sections are functions registered in ``SECTIONS``; the HTTP comparison (DPoP-bound issuance against plain
-issuance at the token endpoint) is added as a second section once DPoP is wired into the token endpoint.
+Sections are functions registered in ``SECTIONS``.  The HTTP comparison (DPoP-bound issuance against plain
+issuance at the token endpoint, under gunicorn with PostgreSQL) needs its own server and is
+``bench/dpop_issuance.py``.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def section_verification(iterations: int) -> tuple[str, list[Row]]:
     return "DPoP proof verification vs a plain bearer check (in-process, one call each)", rows
 
 
-# Add the HTTP section (DPoP-bound issuance vs plain issuance at the token endpoint) here after integration.
+# In-process sections only; DPoP-bound vs plain issuance over HTTP is bench/dpop_issuance.py.
 SECTIONS: dict[str, Callable[[int], tuple[str, list[Row]]]] = {
     "verification": section_verification,
 }
