@@ -76,6 +76,7 @@ class TokenExchangeGrant(GrantTypeBase):
     def validate_token_request(self, request) -> None:
         if request.grant_type != GRANT_TYPE:
             raise errors.UnsupportedGrantTypeError(request=request)
+        # A backstop: the view already refuses repeats, which DOT would otherwise reduce to the last value.
         for name in SINGLE_VALUED:
             if name in request.duplicate_params:
                 raise refuse_request(

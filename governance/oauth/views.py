@@ -30,7 +30,22 @@ PARAM_LIMITS = {
     "token_type_hint": 32,
 }
 DEFAULT_LIMIT = 8192
-SINGLE_VALUED = ("client_assertion", "client_assertion_type", "client_id", "grant_type", "code", "scope")
+SINGLE_VALUED = (
+    "client_assertion",
+    "client_assertion_type",
+    "client_id",
+    "grant_type",
+    "code",
+    "scope",
+    # Token exchange (RFC 8693): DOT passes only the last value of a repeated parameter to oauthlib, so a
+    # repeat is refused here.  ``audience`` may repeat in the RFC; Gatehouse issues for exactly one.
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "actor_token_type",
+    "requested_token_type",
+    "audience",
+)
 
 
 def oauth_error(error: str, description: str, status: int = 400, headers: dict | None = None) -> JsonResponse:

@@ -624,3 +624,17 @@ def test_a_public_client_cannot_exchange(issuer, http, world, d):
     )
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
     assert not TokenRecord.objects.filter(agent=public).exists()
+
+
+def test_repeated_exchange_parameters_are_refused(issuer, http, world, d):
+    # DOT would silently keep the last value of each: the agent must not get a token it did not ask for.
+    other = user_token(http, issuer, world, d.front, d.front_key, scope="records.read_own")
+    base = {"grant_type": GRANT, "subject_token_type": ACCESS, "resource": world.records.audience}
+    for repeated in (
+        {"subject_token": [d.subject_token, other]},
+        {"subject_token": other, "audience": [world.calendar.audience, world.records.audience]},
+        {"subject_token": other, "subject_token_type": [ACCESS, JWT]},
+    ):
+        response = token_request(http, issuer, d.helper, d.helper_key, {**base, **repeated})
+        assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+    assert not TokenRecord.objects.filter(agent=d.helper).exists()
