@@ -88,14 +88,17 @@ def step_up_response(request: HttpRequest, *, max_age: int | None = None) -> Htt
     )
 
 
-def prompt_for(request: HttpRequest, requirement: auth_levels.Requirement) -> HttpResponse | None:
+def prompt_for(
+    request: HttpRequest, requirement: auth_levels.Requirement, *, next_url: str | None = None
+) -> HttpResponse | None:
     """For the authorization endpoint (RFC 9470 §4 ``acr_values``/``max_age``, or what capabilities need):
     None when the session meets ``requirement``; else a redirect that re-prompts and comes back here.
 
     The MFA level, or any level that is merely too old, is proved again with a code when the person has a
-    device; a stale password-only session without a device signs in again.
+    device; a stale password-only session without a device signs in again.  ``next_url`` (default: this
+    request's URL) is where the person comes back to, e.g. the GET form of a posted consent.
     """
-    next_url = request.get_full_path()
+    next_url = next_url or request.get_full_path()
     if not request.user.is_authenticated:
         return redirect_to_login(next_url)
     if auth_levels.satisfies(request, acr=requirement.acr, max_age=requirement.max_age):

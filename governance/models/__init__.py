@@ -2,7 +2,13 @@ from governance.models.agents import Agent
 from governance.models.capabilities import Capability, RiskLevel, ToolServer
 from governance.models.grants import Grant
 from governance.models.organizations import Organization, Role, User
-from governance.models.tokens import InitialAccessToken, RefreshTokenBinding, SigningKey, TokenRecord
+from governance.models.tokens import (
+    InitialAccessToken,
+    RefreshTokenAuthentication,
+    RefreshTokenBinding,
+    SigningKey,
+    TokenRecord,
+)
 
 __all__ = [
     "Agent",
@@ -10,6 +16,7 @@ __all__ = [
     "Grant",
     "InitialAccessToken",
     "Organization",
+    "RefreshTokenAuthentication",
     "RefreshTokenBinding",
     "RiskLevel",
     "Role",

@@ -124,6 +124,20 @@ class RefreshTokenBinding(models.Model):
         return f"refresh family {self.token_family} bound to a DPoP key"
 
 
+class RefreshTokenAuthentication(models.Model):
+    """The person's authentication behind a refresh-token family: the ``acr`` and ``auth_time`` its
+    authorization code carried.  A refresh does not authenticate anyone, so every token of the family keeps
+    these values (and a step-up capability stops refreshing once ``auth_time`` is too old)."""
+
+    token_family = models.UUIDField(unique=True)
+    acr = models.CharField(max_length=64)
+    auth_time = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"refresh family {self.token_family} authenticated at {self.acr}"
+
+
 class InitialAccessToken(models.Model):
     """RFC 7591 §3: an admin-issued credential; a registration carrying it is active at once."""
 

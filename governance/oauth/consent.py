@@ -17,10 +17,12 @@ from oauth2_provider.exceptions import OAuthToolkitError
 from oauth2_provider.forms import AllowForm
 from oauth2_provider.models import get_application_model
 
+from governance import auth_levels
 from governance.errors import GovernanceError
 from governance.models import Agent, Capability, ToolServer
 from governance.models.agents import AgentKind
 from governance.oauth import context as broker_context
+from governance.oauth import step_up
 from governance.oauth.scoping import BrokerRefusal, evaluate_request, parse_scope, resolve_audience
 from governance.oauth.views import AuthorizationView
 from governance.services.consent import authorization_refuse, consent_deny, grant_consent, needs_approver
@@ -121,6 +123,9 @@ class Refusal(Exception):
 
 class ConsentForm(AllowForm):
     dpop_jkt = forms.CharField(required=False, widget=forms.HiddenInput())  # RFC 9449 §10
+    # Step-up (OpenID-style, RFC 9470 §4): checked again when the person allows.
+    acr_values = forms.CharField(required=False, max_length=500, widget=forms.HiddenInput())
+    max_age = forms.CharField(required=False, max_length=12, widget=forms.HiddenInput())
 
 
 class ConsentView(AuthorizationView):
@@ -130,12 +135,19 @@ class ConsentView(AuthorizationView):
 
     def get_initial(self):
         # The code is bound to the dpop_jkt of the request; it travels in the form like DOT's own fields.
-        return {**super().get_initial(), "dpop_jkt": self.request.GET.get("dpop_jkt", "")}
+        return {
+            **super().get_initial(),
+            "dpop_jkt": self.request.GET.get("dpop_jkt", ""),
+            "acr_values": self.request.GET.get("acr_values", ""),
+            "max_age": self.request.GET.get("max_age", ""),
+        }
 
     def create_authorization_response(self, request, scopes, credentials, allow):
         # DOT hands oauthlib only these credentials (not the form body): add the form's dpop_jkt.
         if request.POST.get("dpop_jkt"):
             credentials = {**credentials, "dpop_jkt": request.POST["dpop_jkt"]}
+        # The session's level and auth_time at this moment go into the code (never the form's words).
+        credentials = {**credentials, step_up.CREDENTIAL: auth_levels.session_claims(request)}
         return super().create_authorization_response(request, scopes, credentials, allow)
 
     # --- checks shared by GET and POST -----------------------------------------------------------
@@ -267,6 +279,13 @@ class ConsentView(AuthorizationView):
             return self.error_response(error, application=agent.application if agent else None)
         try:
             self.plan = self._check_request(agent=agent, resources=resources, scopes=list(scopes))
+            prompt = self._step_up(
+                acr_values=request.GET.get("acr_values"),
+                max_age=request.GET.get("max_age"),
+                client_id=credentials["client_id"],
+                code_challenge=credentials.get("code_challenge") or "",
+                next_url=request.get_full_path(),
+            )
         except Refusal as refusal:
             return self._refuse(
                 refusal,
@@ -276,6 +295,8 @@ class ConsentView(AuthorizationView):
                 redirect_uri=credentials.get("redirect_uri"),
                 state=credentials.get("state"),
             )
+        if prompt is not None:
+            return prompt
         # Consent is always asked: a client cannot skip the page with approval_prompt=auto.
         if "approval_prompt" in request.GET:
             request.GET = request.GET.copy()
@@ -292,7 +313,36 @@ class ConsentView(AuthorizationView):
                 lines=plan.lines,
                 can_consent=bool(plan.keys(GRANTED, CONSENT)),
             )
+        requirement = getattr(self, "requirement", None)
+        if requirement is not None and step_up.demands_anything(requirement):
+            context["step_up"] = {
+                "second_factor": requirement.acr == auth_levels.ACR_MFA,
+                "max_age": requirement.max_age,
+                "acr": auth_levels.current_acr(self.request),
+                "authenticated_at": auth_levels.auth_datetime(self.request),
+            }
         return context
+
+    # --- step-up: acr_values, max_age and what the capabilities need ---------------------------------------
+    def _step_up(self, *, acr_values, max_age, client_id: str, code_challenge: str, next_url: str):
+        """None when the session is strong and fresh enough, else the re-prompt (see
+        :func:`step_up.authorization_prompt`); raises :class:`Refusal` for a malformed ``max_age``."""
+        try:
+            self.requirement, prompt = step_up.authorization_prompt(
+                self.request,
+                self.plan.capabilities(GRANTED, CONSENT),
+                acr_values=acr_values,
+                max_age=max_age,
+                flow=step_up.flow_key(client_id, code_challenge),
+                next_url=next_url,
+            )
+        except ValueError:
+            raise Refusal(
+                "The agent's max_age must be a whole number of seconds.",
+                reason="malformed max_age",
+                redirect_error="invalid_request",
+            ) from None
+        return prompt
 
     # --- POST: decide -------------------------------------------------------------------------------
     def form_valid(self, form):
@@ -316,6 +366,22 @@ class ConsentView(AuthorizationView):
         if not data.get("allow"):
             consent_deny(actor=self.request.user, agent=plan.agent, capabilities=scopes, audience=audience)
             return super().form_valid(form)
+        self.plan = plan
+        try:
+            prompt = self._step_up(
+                acr_values=data.get("acr_values"),
+                max_age=data.get("max_age"),
+                client_id=client_id,
+                code_challenge=data.get("code_challenge") or "",
+                next_url=step_up.authorize_url(self.request.path, data),
+            )
+        except Refusal as refusal:
+            return self._refuse(
+                refusal, client_id=client_id, resources=resources, scopes=scopes, redirect_uri=None,
+                state=None,
+            )
+        if prompt is not None:
+            return prompt  # never a code on a weaker or stale session: re-authenticate, then the page again
         consentable = plan.capabilities(CONSENT, GRANTED)
         if not consentable:
             return self._refuse(
@@ -341,6 +407,9 @@ class ConsentView(AuthorizationView):
             return render(self.request, self.error_template_name, {"sentence": exc.message}, status=403)
         # The code carries only what the user's grants now cover; the rest was shown as not granted.
         form.cleaned_data["scope"] = " ".join(c.key for c in consentable)
+        step_up.forget_prompt(
+            self.request, flow=step_up.flow_key(client_id, data.get("code_challenge") or "")
+        )
         return super().form_valid(form)
 
     def form_invalid(self, form):

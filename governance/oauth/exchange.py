@@ -31,7 +31,7 @@ from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 from audit.actions import Action
 from governance.models import Agent, Grant, TokenRecord, ToolServer
 from governance.models.agents import AgentKind
-from governance.oauth import context, issuance
+from governance.oauth import context, issuance, step_up
 from governance.oauth.events import record_refusal
 from governance.oauth.exchange_tokens import (
     ACCESS_TOKEN_TYPE,
@@ -271,4 +271,12 @@ class TokenExchangeGrant(GrantTypeBase):
             cnf_jkt=cnf_jkt,
             action=Action.TOKEN_EXCHANGED,
             audit_parameters=audit_parameters,
+        )
+        # Step-up: the subject token's acr/auth_time travel on (an exchange authenticates nobody) and must
+        # still meet the target capabilities, freshness included.
+        step_up.enforce(
+            request,
+            request.gatehouse,
+            authentication=step_up.UserAuthentication(acr=subject.acr, auth_time=subject.auth_time),
+            check_age=True,
         )

@@ -20,6 +20,7 @@ from oauthlib.common import Request as OauthlibRequest
 
 from audit import services as audit
 from audit.actions import Action
+from governance import auth_levels
 from governance.models import TokenRecord, ToolServer
 from governance.oauth import context
 from governance.oauth.events import record_refusal
@@ -88,6 +89,11 @@ def describe(record: TokenRecord) -> dict:
         data["cnf"] = {"jkt": record.cnf_jkt}
     if record.act:
         data["act"] = record.act
+    if record.acr:  # step-up: the person's authentication level and time, as in the JWT
+        data["acr"] = record.acr
+        data["amr"] = list(auth_levels.AMR.get(record.acr, []))
+    if record.auth_time is not None:
+        data["auth_time"] = int(record.auth_time.timestamp())
     return data
 
 

@@ -25,9 +25,10 @@ from oauthlib.oauth2.rfc6749 import errors
 
 from audit import services as audit
 from audit.actions import Action
+from governance import auth_levels
 from governance.models import Agent, TokenRecord, ToolServer, User
 from governance.models.agents import AgentKind
-from governance.oauth import context, dpop_http, jwt_tokens
+from governance.oauth import context, dpop_http, jwt_tokens, step_up
 from governance.oauth.events import record_refusal
 from governance.oauth.scoping import (
     BrokerRefusal,
@@ -50,6 +51,8 @@ class Issued:
     grant_type: str
     act: dict | None = None  # RFC 8693 actor chain (token exchange)
     cnf_jkt: str = ""  # RFC 9449 key binding
+    acr: str = ""  # the person's authentication level and time (step-up), carried from the code
+    auth_time: datetime | None = None
     action: Action | None = None  # audit action; default token.issued / token.refreshed
     audit_parameters: dict = field(default_factory=dict)  # added to the issue event
 
@@ -201,6 +204,13 @@ def check_token(request) -> None:
         cnf_jkt=cnf_jkt,
         audit_parameters={"cnf_jkt": cnf_jkt} if cnf_jkt else {},
     )
+    # Step-up: the code's (or refresh family's) acr/auth_time must meet the capabilities, and travel on.
+    step_up.enforce(
+        request,
+        request.gatehouse,
+        authentication=step_up.carried(request, grant_type),
+        check_age=grant_type == "refresh_token",
+    )
 
 
 def expires_in(request) -> int:
@@ -221,6 +231,9 @@ def generate_access_token(request) -> str:
         jti=issued.jti,
         act=issued.act,
         cnf_jkt=issued.cnf_jkt,
+        acr=issued.acr,
+        auth_time=issued.auth_time,
+        extra={"amr": auth_levels.AMR[issued.acr]} if issued.acr in auth_levels.AMR else {},
     )
     return jwt_tokens.sign(claims)
 
@@ -244,6 +257,8 @@ def create_record(*, access_token, issued: Issued, request) -> TokenRecord:
         token_family=family,
         act=issued.act,
         cnf_jkt=issued.cnf_jkt,
+        acr=issued.acr,
+        auth_time=issued.auth_time,
         issued_at=issued.issued_at,
         expires_at=issued.expires_at,
     )

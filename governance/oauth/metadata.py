@@ -11,6 +11,7 @@ from django.http import JsonResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from governance import auth_levels
 from governance.models.agents import TokenEndpointAuthMethod
 from governance.oauth import signing_keys
 from governance.oauth.client_auth import SIGNING_ALG_VALUES
@@ -47,6 +48,8 @@ def metadata_document() -> dict:
         "authorization_response_iss_parameter_supported": True,
         "client_id_metadata_document_supported": False,
         "dpop_signing_alg_values_supported": list(DPOP_SIGNING_ALGS),
+        # Step-up: the levels the authorization endpoint's acr_values can ask for (docs/step-up.md).
+        "acr_values_supported": list(auth_levels.LEVELS),
     }
 
 

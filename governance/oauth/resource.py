@@ -4,6 +4,10 @@ A tool server introspects the token (RFC 7662), then calls :func:`check_dpop_req
 The helper checks the scheme against the token's binding, the proof itself (§4.3, with ``ath``), and that
 the proof's key is the token's ``cnf.jkt``.  A refusal is a :class:`ResourceRefusal` carrying the 401
 challenge to send back; it never repeats the token or the proof.  The decision API reuses this function.
+
+:func:`check_step_up` is the RFC 9470 half: a capability marked for step-up needs a token whose ``acr`` and
+``auth_time`` (from introspection) are strong and recent enough, else a 401
+``insufficient_user_authentication``.
 """
 
 from __future__ import annotations
@@ -119,3 +123,47 @@ def check_dpop_request(
     except DPoPError as exc:
         raise ResourceRefusal.from_proof(exc) from None
     return DPoPRequest(access_token=token, claims=dict(introspection_result), proof=proof)
+
+
+# --- step-up at the tool server (RFC 9470 §3) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepUpChallenge:
+    """The 401 a tool server sends when a token's authentication is too weak or too old for a capability."""
+
+    status_code: int
+    www_authenticate: str
+
+    def response_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.www_authenticate}
+
+
+def check_step_up(
+    introspection_result: dict[str, Any], capability: Any, *, max_age: int | None = None
+) -> StepUpChallenge | None:
+    """None when the token may be used for ``capability``; else the RFC 9470 challenge to answer with.
+
+    ``capability`` is a :class:`~governance.models.Capability` (or anything with ``requires_step_up``).  A
+    capability marked for step-up needs ``acr`` at the MFA level and ``auth_time`` at most ``max_age``
+    seconds ago (default ``GATEHOUSE_STEP_UP_MAX_AGE_SECONDS``).  The challenge's scheme is ``DPoP`` for a
+    key-bound token, else ``Bearer``.  Whether the token is active and carries the capability is checked
+    before this, by introspection and the scope check.
+    """
+    from governance import auth_levels
+
+    if not getattr(capability, "requires_step_up", False):
+        return None
+    window = auth_levels.step_up_max_age() if max_age is None else max_age
+    acr = introspection_result.get("acr")
+    when = introspection_result.get("auth_time")
+    if auth_levels.meets(
+        acr=acr if isinstance(acr, str) else None,
+        auth_time=when if isinstance(when, int) and not isinstance(when, bool) else None,
+        required_acr=auth_levels.ACR_MFA,
+        max_age=window,
+    ):
+        return None
+    scheme = "DPoP" if _bound_jkt(introspection_result) else "Bearer"
+    status, header = auth_levels.insufficient_user_authentication(auth_levels.ACR_MFA, window, scheme=scheme)
+    return StepUpChallenge(status_code=status, www_authenticate=header)

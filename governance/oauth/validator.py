@@ -14,7 +14,7 @@ from oauthlib.oauth2.rfc6749 import errors
 from audit.actions import Action
 from governance.models import Agent, ToolServer
 from governance.models.agents import TokenEndpointAuthMethod
-from governance.oauth import client_auth, context, dpop_http, issuance
+from governance.oauth import client_auth, context, dpop_http, issuance, step_up
 from governance.oauth.events import record_refusal
 from governance.oauth.scoping import BrokerRefusal, parse_scope
 
@@ -241,8 +241,9 @@ class GatehouseValidator(OAuth2Validator):
         return access_token
 
     def _create_authorization_code(self, request, code, expires=None):
-        # RFC 9449 §10: the code keeps the request's dpop_jkt in Grant.claims (OpenID Connect is off).
-        request.claims = dpop_http.code_claims(request)
+        # RFC 9449 §10: the code keeps the request's dpop_jkt in Grant.claims (OpenID Connect is off),
+        # and the acr/auth_time of the session that allowed (step-up); never the form's own "claims".
+        request.claims = {**(dpop_http.code_claims(request) or {}), **step_up.code_claims(request)} or None
         return super()._create_authorization_code(request, code, expires)
 
     def _create_refresh_token(self, request, refresh_token_code, access_token, previous_refresh_token):
@@ -252,6 +253,7 @@ class GatehouseValidator(OAuth2Validator):
         dpop_http.bind_refresh_family(
             refresh_token=refresh_token, previous=previous_refresh_token, request=request
         )
+        step_up.remember_family(refresh_token=refresh_token, previous=previous_refresh_token, request=request)
         return refresh_token
 
     def revoke_token(self, token, token_type_hint, request, *args, **kwargs):

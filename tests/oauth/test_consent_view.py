@@ -14,6 +14,7 @@ from audit.models import AuditEvent
 from governance.models import Grant
 from governance.services import agent_suspend
 from tests.factories import AgentFactory, CapabilityFactory, GrantFactory, UserFactory
+from tests.governance.step_up_helpers import pass_step_up
 
 REDIRECT = "https://agent.example.test/callback"
 PASSWORD = "correct horse battery staple"
@@ -50,6 +51,8 @@ def voice(org, admin, caps):
 def browser(member):
     client = Client()
     client.force_login(member)
+    # records.write_note needs step-up: the authorization endpoint asks for a fresh second factor first.
+    pass_step_up(client, member)
     return client
 
 
