@@ -1,21 +1,19 @@
-"""Append throughput of the audit chain on PostgreSQL, 1 and 8 concurrent writer processes.
+"""Append throughput of the audit log on PostgreSQL, 1 and 8 concurrent writer processes.
 
-    .venv/bin/python bench/audit_append.py [--rounds 5] [--events 1000] [--writers 1 8]
+    .venv/bin/python bench/audit_append.py [--rounds 5] [--events 2000] [--writers 1 8] [--lanes 1 8]
 
 Creates and drops the database ``gh_bench_audit`` on 127.0.0.1:5432.  Each writer is an OS process with
-its own connection (Django, DEBUG off); every event is its own transaction, as in the services.  Rounds
-of the peers are interleaved; a round appends ``--events`` events split over the writers.  Figures: median
-events/s over the rounds (min–max), p50/p99 latency of one append (transaction included) over all rounds.
+its own connection (Django, DEBUG off); every event is its own transaction with a durable commit
+(``synchronous_commit=on``), as in the services.  Rounds of the peers are interleaved; a round appends
+``--events`` events split over the writers.  Figures: median events/s over the rounds (min–max), p50/p99
+latency of one append (transaction included) over all rounds.
 
 Peers, same rows, same Python-side cleaning:
 
-* ``chain``: ``audit.services.record()``; on PostgreSQL one call of audit_append() (lock, head, hash,
-  insert) then COMMIT.
-* ``chain-3rt``: the previous implementation: advisory lock, SELECT head, ORM INSERT, COMMIT.
-* ``chain-async``: ``record()`` in a transaction with ``SET LOCAL synchronous_commit = off``: COMMIT does
-  not wait for the WAL flush, so the lock is not held across it.  Not what the services do (a crash can
-  lose the last acknowledged transactions); shown to measure what the flush costs inside the lock.
-* ``plain``: no chain: INSERT into a copy of the table (same indexes, seq from a sequence), COMMIT.
+* ``plain``: no chain: INSERT into a copy of the table (same indexes; seq from its identity), COMMIT.
+* ``lanes-N``: ``audit.services.record()`` with ``AUDIT_CHAIN_LANES=N``: one call of audit_append() (pick a
+  free lane, read its head, hash, insert), then COMMIT.  ``lanes-1`` is the old single-chain behaviour: every
+  append waits for the previous one's COMMIT, WAL flush included.
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.audit_common import bench_database, median, percentile, server_settings, setup_django  # noqa: E402
 
 DATABASE = "gh_bench_audit"
-PEERS = ("plain", "chain-3rt", "chain", "chain-async")
 
 
 def _init(env: dict[str, str]) -> None:
@@ -47,44 +44,57 @@ def _parameters(n: int) -> dict:
 
 def _append_batch(args: tuple[str, int]) -> tuple[int, int, list[int]]:
     peer, count = args
+    from django.conf import settings
     from django.db import connection, transaction
 
     from audit import chain
-    from audit.services import Actor, _append_locked, _lock_chain, event_values, record
+    from audit.services import Actor, event_values, record
 
     actor = Actor(type="agent", id="7", label="bench-agent")
+    if peer.startswith("lanes-"):
+        settings.AUDIT_CHAIN_LANES = int(peer.removeprefix("lanes-"))
     latencies = []
     started = time.perf_counter_ns()
     for n in range(count):
         t0 = time.perf_counter_ns()
         kwargs = {"action": "decision.allowed", "actor": actor, "capabilities": ["records.read_own"]}
-        if peer == "chain":
-            record(**kwargs, parameters=_parameters(n))
-        elif peer == "chain-async":
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit = off")
-                record(**kwargs, parameters=_parameters(n))
-        elif peer == "chain-3rt":
+        if peer == "plain":
             values = event_values(**kwargs, parameters=_parameters(n))
-            with transaction.atomic():
-                _lock_chain("default")
-                _append_locked(connection, values)
-        else:
-            values = event_values(**kwargs, parameters=_parameters(n))
-            content = tuple(values[name] for name in chain.FIELDS[1:-1])
+            content = tuple(values[name] for name in chain.CONTENT)
             digest = hashlib.sha256((chain.content_body(content) + uuid.uuid4().hex).encode()).hexdigest()
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(_PLAIN_INSERT, [*content, "", digest])
+        else:
+            record(**kwargs, parameters=_parameters(n))
         latencies.append(time.perf_counter_ns() - t0)
     return started, time.perf_counter_ns(), latencies
 
 
-_COLUMNS = ("occurred_at", "action", "result", "actor_type", "actor_id", "actor_label", "organization_id",
-            "agent_id", "agent_label", "on_behalf_of_id", "on_behalf_of_label", "target_type", "target_id",
-            "target_label", "capabilities", "parameters", "request_id", "client_ip", "prev_hash", "hash")
+_COLUMNS = (
+    "occurred_at",
+    "action",
+    "result",
+    "actor_type",
+    "actor_id",
+    "actor_label",
+    "organization_id",
+    "agent_id",
+    "agent_label",
+    "on_behalf_of_id",
+    "on_behalf_of_label",
+    "target_type",
+    "target_id",
+    "target_label",
+    "capabilities",
+    "parameters",
+    "request_id",
+    "client_ip",
+    "prev_hash",
+    "hash",
+)
 _PLAIN_INSERT = (
-    f"INSERT INTO bench_plain (seq, {', '.join(_COLUMNS)}) "  # noqa: S608
-    f"VALUES (nextval('bench_plain_seq'), {', '.join(['%s'] * len(_COLUMNS))})"
+    f"INSERT INTO bench_plain (lane, lane_seq, {', '.join(_COLUMNS)}) "  # noqa: S608
+    f"VALUES (0, nextval('bench_plain_position'), {', '.join(['%s'] * len(_COLUMNS))})"
 )
 
 
@@ -93,7 +103,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--events", type=int, default=2000, help="events per round, split over the writers")
     parser.add_argument("--writers", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--lanes", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args()
+    peers = ("plain", *(f"lanes-{n}" for n in args.lanes))
 
     with bench_database(DATABASE) as env:
         setup_django(env)
@@ -101,16 +113,17 @@ def main() -> None:
 
         with connection.cursor() as cursor:
             cursor.execute("CREATE TABLE bench_plain (LIKE audit_auditevent INCLUDING ALL)")
-            cursor.execute("CREATE SEQUENCE bench_plain_seq")
+            cursor.execute("CREATE SEQUENCE bench_plain_position")
         connection.close()
         print(f"PostgreSQL: {server_settings(DATABASE)}")
+        print(f"load average at the start: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
         results: dict[tuple[str, int], dict] = {}
         context = multiprocessing.get_context("spawn")
         with context.Pool(max(args.writers), initializer=_init, initargs=(env,)) as pool:
             pool.map(_append_batch, [("plain", 5)] * max(args.writers))  # warm up every connection
             for _ in range(args.rounds):
                 for writers in args.writers:
-                    for peer in PEERS:
+                    for peer in peers:
                         batches = pool.map(_append_batch, [(peer, args.events // writers)] * writers)
                         start = min(b[0] for b in batches)
                         end = max(b[1] for b in batches)
@@ -122,13 +135,16 @@ def main() -> None:
         from audit.verify import verify_chain
 
         report = verify_chain()
-        print(f"chain after the run: {report.events} events, {'OK' if report.ok else report.problems[:3]}")
+        print(
+            f"log after the run: {report.events} events in {len(report.lanes)} lanes, "
+            f"{'OK' if report.ok else report.problems[:3]}"
+        )
         print()
         print("| peer | writers | events/s (median) | min–max | p50 ms | p99 ms | vs plain |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for writers in args.writers:
             base = median(results[("plain", writers)]["rates"])
-            for peer in PEERS:
+            for peer in peers:
                 slot = results[(peer, writers)]
                 rate = median(slot["rates"])
                 lat = [v / 1e6 for v in slot["latencies"]]

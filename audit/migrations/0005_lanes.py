@@ -70,7 +70,7 @@ BEGIN
         o_lane_seq := 1;
         o_prev_hash := p_genesis[o_lane + 1];
     END IF;
-    o_seq := nextval(pg_get_serial_sequence('audit_auditevent', 'seq'));
+    o_seq := nextval('{{sequence}}'::regclass);
     o_hash := encode(sha256(convert_to(
         '[' || p_version || ',' || o_seq::text || ',' || o_lane::text || ',' || o_lane_seq::text || ','
         || p_body || ',"' || o_prev_hash || '"]', 'UTF8'
@@ -115,7 +115,11 @@ def drop_old_append(apps, schema_editor):
 
 def create_append(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FORWARD, params=None)
+        # Name seq's identity sequence once, here, rather than looking it up on every append.
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute("SELECT pg_get_serial_sequence('audit_auditevent', 'seq')")
+            sequence = cursor.fetchone()[0]
+        schema_editor.execute(FORWARD.replace("{sequence}", sequence), params=None)
 
 
 def drop_append(apps, schema_editor):

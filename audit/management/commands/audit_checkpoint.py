@@ -9,10 +9,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         checkpoint = checkpoint_create()
         if checkpoint is None:
-            self.stdout.write("nothing to sign: the log is empty or nothing was added since the last checkpoint")
+            self.stdout.write("nothing to sign: the log is empty or unchanged since the last checkpoint")
         else:
             lanes = len(checkpoint.heads_list)
             self.stdout.write(
-                f"signed checkpoint of {checkpoint.events} events in {lanes} lane(s), up to #{checkpoint.seq}, "
-                f"with key {checkpoint.key_id}"
+                f"signed checkpoint of {checkpoint.events} events in {lanes} lane(s), "
+                f"up to #{checkpoint.seq}, with key {checkpoint.key_id}"
             )
