@@ -269,7 +269,7 @@ def _refuse(request, issued, requirement, authentication: UserAuthentication, ne
             "requires_step_up": needed,
             "acr": requirement.acr,
             "max_age": requirement.max_age,
-            "token_acr": authentication.acr,
+            "user_acr": authentication.acr,
             "auth_age_seconds": age,
         },
     )
