@@ -8,20 +8,6 @@ from django.utils import timezone
 from governance.models import Agent, Capability, Grant, Organization, ToolServer, User
 
 
-def _org_filter(viewer: User) -> dict:
-    return {} if viewer.is_superuser else {"organization_id": viewer.organization_id}
-
-
-def agents_visible_to(viewer: User) -> QuerySet[Agent]:
-    return Agent.objects.filter(**_org_filter(viewer)).select_related("organization", "owner", "application")
-
-
-def grants_visible_to(viewer: User) -> QuerySet[Grant]:
-    return Grant.objects.filter(**_org_filter(viewer)).select_related(
-        "agent", "user", "capability__tool_server", "granted_by", "revoked_by"
-    )
-
-
 def _scoped(queryset: QuerySet, viewer: User, field: str) -> QuerySet:
     """Restrict to the viewer's organization through ``field``; nothing for a non-superuser without one."""
     if viewer.is_superuser:
@@ -29,6 +15,19 @@ def _scoped(queryset: QuerySet, viewer: User, field: str) -> QuerySet:
     if viewer.organization_id is None:
         return queryset.none()
     return queryset.filter(**{field: viewer.organization_id})
+
+
+def agents_visible_to(viewer: User) -> QuerySet[Agent]:
+    return _scoped(
+        Agent.objects.select_related("organization", "owner", "application"), viewer, "organization_id"
+    )
+
+
+def grants_visible_to(viewer: User) -> QuerySet[Grant]:
+    grants = Grant.objects.select_related(
+        "agent", "user", "capability__tool_server", "granted_by", "revoked_by"
+    )
+    return _scoped(grants, viewer, "organization_id")
 
 
 def organizations_visible_to(viewer: User) -> QuerySet[Organization]:
@@ -50,7 +49,9 @@ def capabilities_visible_to(viewer: User) -> QuerySet[Capability]:
     )
 
 
-def active_grants(*, agent: Agent, user: User | None, audience: str | None = None, at=None) -> QuerySet[Grant]:
+def active_grants(
+    *, agent: Agent, user: User | None, audience: str | None = None, at=None
+) -> QuerySet[Grant]:
     """Grants that cover a token for this agent (and user) right now, optionally on one audience."""
     grants = Grant.objects.active(at=at or timezone.now()).filter(agent=agent, user=user)
     if audience is not None:
