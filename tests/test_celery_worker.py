@@ -18,7 +18,7 @@ from audit.tasks import create_checkpoint
 from audit.verify import verify_chain
 
 pytestmark = [
-    pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL (the PostgreSQL + Redis run of .ci/run)"),
+    pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL (.ci/run sets it)"),
     pytest.mark.django_db(transaction=True),
 ]
 
@@ -30,9 +30,13 @@ def _database_url() -> str:
 
 @pytest.fixture
 def signing_pem(settings):
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    pem = (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
     settings.AUDIT_SIGNING_KEY = pem
     return pem
 
@@ -45,9 +49,25 @@ def worker(signing_pem):
     queue = f"test-{uuid.uuid4().hex[:12]}"
     env = {**os.environ, "DATABASE_URL": _database_url(), "AUDIT_SIGNING_KEY": signing_pem}
     process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "-Q", queue,
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool=solo",
+            "-Q",
+            queue,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield queue
