@@ -86,7 +86,9 @@ def record(
         capabilities=capabilities,
         parameters=parameters,
     )
-    with transaction.atomic(using=using):
+    # No savepoint inside the caller's transaction (two round trips saved): a failed append marks the whole
+    # transaction for rollback, so the change it describes can never commit without its event.
+    with transaction.atomic(using=using, savepoint=False):
         connection = connections[using]
         if connection.vendor == "postgresql":
             event = _append_postgresql(connection, values)

@@ -21,6 +21,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _forget_cached_signing_key():
+    """Each test's database starts without the previous test's keys; so must the per-process key cache."""
+    from governance.oauth.signing_keys import forget_signing_key
+
+    forget_signing_key()
+    yield
+    forget_signing_key()
+
+
 @pytest.fixture
 def system():
     return SYSTEM

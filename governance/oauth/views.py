@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 
@@ -10,7 +11,10 @@ from django.http import HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
 from oauth2_provider import views as dot_views
+from oauth2_provider.models import get_access_token_model
+from oauth2_provider.signals import app_authorized
 
 from audit.actions import Action
 from governance.oauth import context, dpop_http
@@ -141,6 +145,22 @@ def _record_refusal(name: str, request, response) -> None:
 
 
 class TokenView(dot_views.TokenView):
+    @method_decorator(sensitive_post_parameters("client_secret", "client_assertion"))
+    def authorization_flow_token_response(self, request, *args, **kwargs):
+        """DOT's, less its read-back of the token just stored: that query only feeds ``app_authorized``,
+        so it runs only when something listens to that signal."""
+        url, headers, body, status = self.create_token_response(request)
+        if status == 200 and app_authorized.has_listeners():
+            access_token = json.loads(body).get("access_token")
+            if access_token is not None:
+                checksum = hashlib.sha256(access_token.encode()).hexdigest()
+                token = get_access_token_model().objects.get(token_checksum=checksum)
+                app_authorized.send(sender=self, request=request, token=token)
+        response = HttpResponse(content=body, status=status)
+        for name, value in headers.items():
+            response[name] = value
+        return response
+
     @method_decorator(never_cache)
     def post(self, request, *args, **kwargs):
         from governance.oauth.server import GRANT_TYPES_SUPPORTED

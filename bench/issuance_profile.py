@@ -1,0 +1,94 @@
+"""One client-credentials issuance under the microscope: every query it sends, and where the CPU goes.
+
+    .venv/bin/python bench/issuance_profile.py [--tokens 200] [--profile]
+
+In process (Django test client, no HTTP server), with the same production-like settings the HTTP bench
+gives Gatehouse (DEBUG off, PostgreSQL on 127.0.0.1:5432 in a throwaway database, Redis db 14 for the jti
+replay cache).  Prints the SQL of one issuance (after warm-up, so per-process caches are warm as in a
+served worker), then the mean wall time per token over ``--tokens`` requests; ``--profile`` adds the top of
+a cProfile listing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import token_issuance as bench  # noqa: E402
+
+
+def measure(opts) -> None:
+    import django
+
+    django.setup()
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    creds = bench.setup_gatehouse()
+    token_url = "/oauth/token/"
+    client = Client(HTTP_HOST="127.0.0.1")
+    bodies = iter(bench.gatehouse_bodies(creds, opts.tokens + 20, token_url))
+
+    def issue() -> None:
+        data, _ = next(bodies)
+        response = client.post(token_url, data=data)
+        if response.status_code != 200:
+            raise SystemExit(f"issuance failed: {response.status_code} {response.content[:300]!r}")
+
+    for _ in range(10):  # warm-up: imports, connection, signing key, per-process caches
+        issue()
+    with CaptureQueriesContext(connection) as captured:
+        issue()
+    print(f"queries in one issuance: {len(captured.captured_queries)}")
+    for number, query in enumerate(captured.captured_queries, 1):
+        print(f"{number:3d}. {query['sql'][:160]}")
+    profiler = cProfile.Profile() if opts.profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    for _ in range(opts.tokens):
+        issue()
+    if profiler:
+        profiler.disable()
+    elapsed = time.perf_counter() - started
+    print(f"\n{opts.tokens} tokens: {1000 * elapsed / opts.tokens:.1f} ms per token (wall, one thread)")
+    print(f"load average: {open('/proc/loadavg').read().strip()}")
+    if profiler:
+        pstats.Stats(profiler).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(int(os.environ.get("PROFILE_LINES", "45")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.inside:
+        measure(opts)
+        return
+    peer = bench.peers()[0]
+    database = f"gh_bench_profile_{os.getpid()}"
+    env = bench.peer_env(peer, database, tempfile.mkdtemp(prefix="gh-profile-"))
+    bench.admin_sql(f'DROP DATABASE IF EXISTS "{database}"')
+    bench.admin_sql(f'CREATE DATABASE "{database}"')
+    try:
+        bench.run([bench.PYTHON, "-m", "django", "migrate", "--noinput"], env)
+        args = [bench.PYTHON, __file__, "--inside", "--tokens", str(opts.tokens)]
+        subprocess.run(args + (["--profile"] if opts.profile else []), env=env, cwd=ROOT, check=True)
+    finally:
+        bench.admin_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
