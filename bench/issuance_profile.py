@@ -1,6 +1,6 @@
 """One client-credentials issuance under the microscope: every query it sends, and where the CPU goes.
 
-    .venv/bin/python bench/issuance_profile.py [--tokens 200] [--profile]
+    .venv/bin/python bench/issuance_profile.py [--tokens 200] [--profile] [--peer vanilla-fast]
 
 In process (Django test client, no HTTP server), with the same production-like settings the HTTP bench
 gives Gatehouse (DEBUG off, PostgreSQL on 127.0.0.1:5432 in a throwaway database, Redis db 14 for the jti
@@ -35,14 +35,16 @@ def measure(opts) -> None:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    creds = bench.setup_gatehouse()
-    token_url = "/oauth/token/"
+    if opts.peer == "gatehouse":
+        creds, token_url, make = bench.setup_gatehouse(), "/oauth/token/", bench.gatehouse_bodies
+    else:
+        creds, token_url, make = bench.setup_vanilla(), "/o/token/", bench.vanilla_bodies
     client = Client(HTTP_HOST="127.0.0.1")
-    bodies = iter(bench.gatehouse_bodies(creds, opts.tokens + 20, token_url))
+    bodies = iter(make(creds, opts.tokens + 20, token_url))
 
     def issue() -> None:
-        data, _ = next(bodies)
-        response = client.post(token_url, data=data)
+        data, headers = next(bodies)
+        response = client.post(token_url, data=data, headers=headers)
         if response.status_code != 200:
             raise SystemExit(f"issuance failed: {response.status_code} {response.content[:300]!r}")
 
@@ -54,37 +56,52 @@ def measure(opts) -> None:
     for number, query in enumerate(captured.captured_queries, 1):
         print(f"{number:3d}. {query['sql'][:160]}")
     profiler = cProfile.Profile() if opts.profile else None
-    started = time.perf_counter()
+    if os.environ.get("PYINSTRUMENT"):
+        from pyinstrument import Profiler
+
+        sampler = Profiler(interval=0.0005)
+        sampler.start()
+        for _ in range(opts.tokens):
+            issue()
+        sampler.stop()
+        print(sampler.output_text(unicode=False, color=False, show_all=False))
+        return
+    started, cpu = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
     for _ in range(opts.tokens):
         issue()
     if profiler:
         profiler.disable()
-    elapsed = time.perf_counter() - started
-    print(f"\n{opts.tokens} tokens: {1000 * elapsed / opts.tokens:.1f} ms per token (wall, one thread)")
-    print(f"load average: {open('/proc/loadavg').read().strip()}")
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(
+        f"\n{opts.tokens} tokens: {1000 * elapsed / opts.tokens:.1f} ms wall, "
+        f"{1000 * cpu / opts.tokens:.1f} ms CPU of this process per token (one thread)"
+    )
+    print(f"load average: {Path('/proc/loadavg').read_text().strip()}")
     if profiler:
-        pstats.Stats(profiler).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(int(os.environ.get("PROFILE_LINES", "45")))
+        stats = pstats.Stats(profiler).sort_stats(os.environ.get("PROFILE_SORT", "cumulative"))
+        stats.print_stats(int(os.environ.get("PROFILE_LINES", "45")))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--peer", choices=["gatehouse", "vanilla-fast"], default="gatehouse")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.inside:
         measure(opts)
         return
-    peer = bench.peers()[0]
+    peer = next(p for p in bench.peers() if p.name == opts.peer)
     database = f"gh_bench_profile_{os.getpid()}"
     env = bench.peer_env(peer, database, tempfile.mkdtemp(prefix="gh-profile-"))
     bench.admin_sql(f'DROP DATABASE IF EXISTS "{database}"')
     bench.admin_sql(f'CREATE DATABASE "{database}"')
     try:
         bench.run([bench.PYTHON, "-m", "django", "migrate", "--noinput"], env)
-        args = [bench.PYTHON, __file__, "--inside", "--tokens", str(opts.tokens)]
+        args = [bench.PYTHON, __file__, "--inside", "--tokens", str(opts.tokens), "--peer", opts.peer]
         subprocess.run(args + (["--profile"] if opts.profile else []), env=env, cwd=ROOT, check=True)
     finally:
         bench.admin_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

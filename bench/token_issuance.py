@@ -342,6 +342,14 @@ def start(peer: Peer, opts) -> Served:
     return served
 
 
+def loadavg() -> float:
+    """The 1-minute load average: the machine is shared, so every figure carries the load it ran under."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def measure_round(served: Served, opts) -> None:
     count = opts.slow_requests if served.peer.slow else opts.requests
     bodies = served.bodies(count)
@@ -393,6 +401,7 @@ def main() -> None:
         return
     chosen = [peer for peer in peers() if not opts.only or peer.name in opts.only]
     served: list[Served] = []
+    loads: list[float] = []
     try:
         for peer in chosen:
             print(f"starting {peer.name} …", file=sys.stderr, flush=True)
@@ -402,19 +411,22 @@ def main() -> None:
         for number in range(opts.rounds):
             for item in served:
                 print(f"round {number + 1}: {item.peer.name}", file=sys.stderr, flush=True)
+                loads.append(loadavg())
                 measure_round(item, opts)
+        loads.append(loadavg())
         results = {item.peer.name: summary(item) for item in served}
     finally:
         for item in served:
             stop(item)
-    report(results, opts)
+    report(results, opts, loads)
 
 
-def report(results: dict, opts) -> None:
+def report(results: dict, opts, loads: list[float]) -> None:
     gate = results.get("gatehouse")
     print(
         f"\nclient-credentials token issuance · gunicorn sync ×{opts.workers} · PostgreSQL · "
         f"{opts.concurrency} client threads · median of {opts.rounds} alternating rounds\n"
+        f"load average (1 min) at each round's start and at the end: {' '.join(f'{x:.1f}' for x in loads)}\n"
     )
     print("| peer | requests | tokens/s (median) | rounds (tokens/s) | p50 ms | p99 ms | Gatehouse ÷ peer |")
     print("|---|---:|---:|---|---:|---:|---:|")
