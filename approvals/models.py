@@ -1,1 +1,4 @@
-"""Action requests that wait for people (two-person rule).  Built in the approvals wave; see docs/architecture.md."""
+"""Action requests that wait for people (two-person rule).
+
+Built in the approvals wave; see docs/architecture.md.
+"""

@@ -79,7 +79,9 @@ REDIS_URL = env.text("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gatehouse"}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gatehouse"}
+    }
 
 # Celery: Redis as broker when configured; otherwise tasks run in-process (eagerly) in the default run.
 CELERY_BROKER_URL = REDIS_URL or "memory://"

@@ -73,4 +73,6 @@ def agent(org, admin, capability):
 
 @pytest.fixture
 def background_agent(org, admin, capability):
-    return AgentFactory(organization=org, owner=admin, name="billing", kind="background", ceiling=[capability])
+    return AgentFactory(
+        organization=org, owner=admin, name="billing", kind="background", ceiling=[capability]
+    )

@@ -79,7 +79,11 @@ class AgentFactory(factory.django.DjangoModelFactory):
         ApplicationFactory,
         user=factory.SelfAttribute("..owner"),
         authorization_grant_type=factory.LazyAttribute(
-            lambda a: "client-credentials" if a.factory_parent.kind == AgentKind.BACKGROUND else "authorization-code"
+            lambda a: (
+                "client-credentials"
+                if a.factory_parent.kind == AgentKind.BACKGROUND
+                else "authorization-code"
+            )
         ),
     )
 

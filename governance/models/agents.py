@@ -50,10 +50,14 @@ class Agent(models.Model):
     jwks = models.JSONField(default=dict, blank=True, help_text="Public keys (RFC 7517 JWK Set).")
     jwks_uri = models.URLField(max_length=500, blank=True)
     token_endpoint_auth_method = models.CharField(
-        max_length=32, choices=TokenEndpointAuthMethod.choices, default=TokenEndpointAuthMethod.PRIVATE_KEY_JWT
+        max_length=32,
+        choices=TokenEndpointAuthMethod.choices,
+        default=TokenEndpointAuthMethod.PRIVATE_KEY_JWT,
     )
     default_scope = models.CharField(
-        max_length=1000, blank=True, help_text="Capabilities a token request without scope gets (may be empty)."
+        max_length=1000,
+        blank=True,
+        help_text="Capabilities a token request without scope gets (may be empty).",
     )
     ceiling = models.ManyToManyField(
         Capability,
@@ -74,7 +78,9 @@ class Agent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["organization", "name"], name="agent_name_unique_in_org"),
             models.CheckConstraint(condition=models.Q(kind__in=AgentKind.values), name="agent_kind_valid"),
-            models.CheckConstraint(condition=models.Q(status__in=AgentStatus.values), name="agent_status_valid"),
+            models.CheckConstraint(
+                condition=models.Q(status__in=AgentStatus.values), name="agent_status_valid"
+            ),
         ]
 
     def __str__(self) -> str:

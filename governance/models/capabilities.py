@@ -95,8 +95,12 @@ class Capability(models.Model):
                 | models.Q(requires_approval=True, approvals_required__gte=1),
                 name="capability_approval_count_consistent",
             ),
-            models.CheckConstraint(condition=models.Q(max_token_lifetime__gte=1), name="capability_lifetime_positive"),
-            models.CheckConstraint(condition=models.Q(risk_level__in=RiskLevel.values), name="capability_risk_valid"),
+            models.CheckConstraint(
+                condition=models.Q(max_token_lifetime__gte=1), name="capability_lifetime_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(risk_level__in=RiskLevel.values), name="capability_risk_valid"
+            ),
         ]
 
     def __str__(self) -> str:

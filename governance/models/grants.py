@@ -58,7 +58,8 @@ class Grant(models.Model):
                 name="grant_one_open_per_service_pair",
             ),
             models.CheckConstraint(
-                condition=models.Q(revoked_at__isnull=True) | models.Q(revoked_at__gte=models.F("created_at")),
+                condition=models.Q(revoked_at__isnull=True)
+                | models.Q(revoked_at__gte=models.F("created_at")),
                 name="grant_revoked_after_created",
             ),
         ]

@@ -17,7 +17,9 @@ class Command(BaseCommand):
     help = "Create the demo admin for the default run and print its username and a fresh password."
 
     def add_arguments(self, parser):
-        parser.add_argument("--organization", default="clinic", help="slug of the organization it administers")
+        parser.add_argument(
+            "--organization", default="clinic", help="slug of the organization it administers"
+        )
 
     def handle(self, *args, organization, **options):
         if not settings.DEBUG:
@@ -28,7 +30,8 @@ class Command(BaseCommand):
         password = secrets.token_urlsafe(12)
         with transaction.atomic():
             user, created = User.objects.get_or_create(
-                username=USERNAME, defaults={"organization": org, "role": Role.ADMIN, "email": "admin@localhost"}
+                username=USERNAME,
+                defaults={"organization": org, "role": Role.ADMIN, "email": "admin@localhost"},
             )
             user.organization, user.role = org, Role.ADMIN
             user.is_staff = user.is_superuser = True
@@ -38,7 +41,9 @@ class Command(BaseCommand):
             audit.record(
                 action=Action.USER_CREATED if created else Action.USER_UPDATED,
                 actor=audit.Actor(type="system", label="demo_admin command"),
-                organization=org, target=user, parameters={"username": USERNAME, "demo": True},
+                organization=org,
+                target=user,
+                parameters={"username": USERNAME, "demo": True},
             )
         self.stdout.write(self.style.SUCCESS("Demo admin ready:"))
         self.stdout.write(f"  url:      {settings.GATEHOUSE_ISSUER}/admin/")
