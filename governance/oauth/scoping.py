@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from governance.models import Agent, Capability, Grant, ToolServer, User
 from governance.models.agents import AgentKind
+from governance.oauth import issuance_queries
 
 MAX_SCOPE_LENGTH = 2000
 MAX_SCOPES = 50
@@ -79,15 +80,14 @@ def evaluate_for_resource(
     resource = _one_resource(resources)
     requested = list(dict.fromkeys(requested))
     now = timezone.now()
-    grants = _covering_grants(
-        agent,
-        user,
-        requested,
-        now,
-        capability__tool_server__audience=resource,
-        capability__tool_server__organization_id=agent.organization_id,
-        related=("capability__tool_server",),
-    )
+    grants: dict[str, Grant] = {}
+    if _may_hold_grants(agent, user):
+        # The same query as _covering_grants(..., capability__tool_server__audience=resource, ...), as SQL
+        # written once: this runs on every token request (tests/oauth/test_issuance_queries.py).
+        for grant in issuance_queries.covering_grants_on_audience(
+            agent=agent, user=_owner(agent, user), keys=requested, now=now, audience=resource
+        ):
+            grants[grant.capability.key] = grant
     if grants and set(requested) <= set(grants):
         server = next(iter(grants.values())).capability.tool_server
     else:
@@ -100,20 +100,29 @@ def _covering_grants(
     agent: Agent, user: User | None, requested: list[str], now, *, related=("capability",), **audience
 ) -> dict[str, Grant]:
     """Active grants of this agent (and user) for the requested keys on the audience, inside the ceiling."""
-    owner = None if agent.kind == AgentKind.BACKGROUND else user
     grants: dict[str, Grant] = {}
-    if owner is not None or agent.kind == AgentKind.BACKGROUND:
+    if _may_hold_grants(agent, user):
         for grant in (
             Grant.objects.active(at=now)
-            .filter(agent=agent, user=owner, capability__key__in=requested, **audience)
+            .filter(agent=agent, user=_owner(agent, user), capability__key__in=requested, **audience)
             # The ceiling is checked in the same query (the database also refuses open grants outside it).
             .filter(capability__agents_allowed=agent)
             .select_related(*related)
         ):
             grants[grant.capability.key] = grant
-    if agent.kind == AgentKind.INTERACTIVE and (user is None or not user.is_active):
-        grants = {}
     return grants
+
+
+def _owner(agent: Agent, user: User | None) -> User | None:
+    """Whose grants count: a background agent's own service grants (no user), else the user's."""
+    return None if agent.kind == AgentKind.BACKGROUND else user
+
+
+def _may_hold_grants(agent: Agent, user: User | None) -> bool:
+    """An interactive agent holds grants only for an active user; a background agent for itself."""
+    if agent.kind == AgentKind.BACKGROUND:
+        return True
+    return user is not None and user.is_active
 
 
 def _decide(

@@ -7,14 +7,14 @@ import hashlib
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
+from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 
 from audit.actions import Action
 from governance.models import Agent, ToolServer
 from governance.models.agents import TokenEndpointAuthMethod
-from governance.oauth import client_auth, context, dpop_http, issuance, step_up
+from governance.oauth import client_auth, context, dpop_http, issuance, issuance_queries, step_up
 from governance.oauth.events import record_refusal
 from governance.oauth.scoping import BrokerRefusal, parse_scope
 
@@ -52,12 +52,7 @@ class GatehouseValidator(OAuth2Validator):
             # One query for the application and the agent or tool server behind it (principal_for reads them);
             # DOT's loader below reuses it, or looks again when there is none.
             try:
-                request.client = (
-                    get_application_model()
-                    .objects.select_related("agent", "tool_server")
-                    .filter(client_id=client_id)
-                    .first()
-                )
+                request.client = issuance_queries.load_client(client_id)
             except ValueError:  # e.g. a NUL byte PostgreSQL cannot represent: no such client
                 return None
         return super()._load_application(client_id, request)
