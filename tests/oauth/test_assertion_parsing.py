@@ -17,7 +17,7 @@ ISSUER = "https://gatehouse.example.test"
 
 def signed(key, claims: dict, **header) -> str:
     """Signed by jwcrypto's JWSCore, which (unlike JWS) lets a test put any header in."""
-    protected = json.dumps({"alg": "ES256", "kid": key.key_id, **header})
+    protected = json.dumps({"alg": "ES256", "kid": key.thumbprint(), **header})
     out = jws.JWSCore("ES256", key, protected, json.dumps(claims).encode()).sign()
     return f"{out['protected']}.{out['payload'].decode()}.{out['signature']}"
 
