@@ -28,7 +28,7 @@ from audit.actions import Action
 from governance import auth_levels
 from governance.models import Agent, TokenRecord, ToolServer, User
 from governance.models.agents import AgentKind
-from governance.oauth import context, dpop_http, jwt_tokens, step_up
+from governance.oauth import context, dpop_http, issuance_queries, jwt_tokens, step_up
 from governance.oauth.events import record_refusal
 from governance.oauth.scoping import (
     BrokerRefusal,
@@ -245,7 +245,7 @@ def create_record(*, access_token, issued: Issued, request) -> TokenRecord:
     source = access_token.source_refresh_token
     if source is not None:
         family = source.token_family
-    return TokenRecord.objects.create(
+    record = TokenRecord(
         access_token=access_token,
         jti=issued.jti,
         audience=issued.tool_server.audience,
@@ -264,6 +264,8 @@ def create_record(*, access_token, issued: Issued, request) -> TokenRecord:
         issued_at=issued.issued_at,
         expires_at=issued.expires_at,
     )
+    issuance_queries.insert(record)  # the ORM's INSERT, its statement built once
+    return record
 
 
 def record_issue(token: dict, request) -> None:

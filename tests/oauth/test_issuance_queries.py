@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -196,3 +197,49 @@ def test_a_client_id_with_a_nul_byte_is_unknown_without_a_query(world, django_as
     world.background_agent()
     with django_assert_num_queries(0):  # PostgreSQL would refuse the parameter; no client can have it
         assert issuance_queries.load_client("abc\x00def") is None
+
+
+def test_insert_stores_what_save_stores(world, django_assert_num_queries):
+    from oauth2_provider.models import get_access_token_model
+
+    from governance.models import TokenRecord
+
+    agent, _ = world.background_agent()
+    now = timezone.now()
+
+    def record(number: int) -> TokenRecord:
+        access = get_access_token_model().objects.create(
+            token=f"token-{number}", application=agent.application, expires=now, scope="records.read_own"
+        )
+        return TokenRecord(
+            access_token=access,
+            jti=f"jti-{number}",
+            audience=world.records.audience,
+            tool_server=world.records,
+            agent=agent,
+            user=world.member,
+            subject="subject",
+            client_id=agent.application.client_id,
+            capabilities="records.read_own",
+            grant_type="client_credentials",
+            token_family=uuid.UUID(int=number),
+            act={"sub": "x", "act": {"sub": "y"}},
+            cnf_jkt="jkt",
+            acr="aal2",
+            auth_time=now - timedelta(minutes=1),
+            issued_at=now,
+            expires_at=now + timedelta(minutes=5),
+        )
+
+    saved, inserted = record(1), record(2)
+    saved.save()
+    with django_assert_num_queries(1):
+        issuance_queries.insert(inserted)
+    assert inserted.pk is not None and inserted.pk != saved.pk and not inserted._state.adding
+    stored = {r.pk: values(r) for r in TokenRecord.objects.filter(pk__in=[saved.pk, inserted.pk])}
+    differ = {"id", "access_token_id", "jti", "token_family"}
+    want = {k: v for k, v in stored[saved.pk].items() if k not in differ}
+    assert {k: v for k, v in stored[inserted.pk].items() if k not in differ} == want
+    assert stored[inserted.pk]["token_family"] == uuid.UUID(int=2)
+    assert stored[inserted.pk]["access_token_id"] == inserted.access_token_id
+    assert values(inserted) == stored[inserted.pk]
