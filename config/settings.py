@@ -77,7 +77,15 @@ AUTH_USER_MODEL = "governance.User"
 
 REDIS_URL = env.text("REDIS_URL", default="")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "config.redis_cache.RedisCache", "LOCATION": REDIS_URL}}
+    # Bounded waits: a Redis that hangs must fail the request (closed), not stall it.
+    _redis_timeout = env.integer("REDIS_SOCKET_TIMEOUT_SECONDS", default=2)
+    CACHES = {
+        "default": {
+            "BACKEND": "config.redis_cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_timeout": _redis_timeout, "socket_connect_timeout": _redis_timeout},
+        }
+    }
 else:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gatehouse"}

@@ -7,6 +7,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.conf import settings
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 
 from config.redis_cache import RedisCache
@@ -49,3 +50,25 @@ def test_the_shared_client_is_safe_across_threads(caches):
     assert all(fresh)
     assert claims.count(True) == 1  # exactly one of the concurrent claims wins
     ours.delete_many([*keys, contested])
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL (.ci/run sets it)")
+def test_a_redis_that_never_answers_fails_the_call_instead_of_stalling_it():
+    """A server that accepts and stays silent: the configured socket timeout ends the wait with an error."""
+    import socket
+    import time
+
+    import redis
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    try:
+        silent = RedisCache(f"redis://127.0.0.1:{port}/0", {"OPTIONS": settings.CACHES["default"]["OPTIONS"]})
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            silent.add("gh:jti:probe", 1, timeout=60)
+        assert time.monotonic() - started < 30
+    finally:
+        listener.close()
