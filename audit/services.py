@@ -168,28 +168,36 @@ def chain_lanes() -> int:
     return lanes
 
 
-def _append_postgresql(connection, values: dict) -> AuditEvent:
+def append_call(values: dict) -> tuple[str, list]:
+    """The ``audit_append(...)`` call for an event (PostgreSQL): SQL text and its parameters.
+
+    :func:`record` runs it on its own; a caller that must write a change and its event in one statement
+    (the token endpoint's direct path) embeds it, then passes the row it returns to :func:`appended`.
+    """
     content = tuple(values[name] for name in chain.CONTENT)
     lanes = chain_lanes()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _APPEND_SQL,
-            [
-                LANE_LOCK_BASE,
-                lanes,
-                _GENESIS[:lanes],
-                chain.VERSION_JSON,
-                chain.content_body(content),
-                *content,
-            ],
-        )
-        seq, lane, lane_seq, prev_hash, digest = cursor.fetchone()
+    params = [LANE_LOCK_BASE, lanes, _GENESIS[:lanes], chain.VERSION_JSON, chain.content_body(content)]
+    return _APPEND_SQL, params + list(content)
+
+
+def appended(values: dict, row, alias: str) -> AuditEvent:
+    """The event ``audit_append()`` stored, from the row it returned; refuses a hash the chain disowns."""
+    seq, lane, lane_seq, prev_hash, digest = row
+    content = tuple(values[name] for name in chain.CONTENT)
     if chain.event_hash((seq, lane, lane_seq, *content, prev_hash)) != digest:
         # The database built different bytes than the chain's definition (e.g. a non-UTF-8 database).
         # Refuse the event, and with it the caller's change, rather than commit an unverifiable row.
         raise RuntimeError("audit_append() produced a hash that does not match audit.chain")
     event = AuditEvent(seq=seq, lane=lane, lane_seq=lane_seq, prev_hash=prev_hash, hash=digest, **values)
-    return _loaded(event, connection.alias)
+    return _loaded(event, alias)
+
+
+def _append_postgresql(connection, values: dict) -> AuditEvent:
+    sql, params = append_call(values)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return appended(values, row, connection.alias)
 
 
 def _append_locked(connection, values: dict) -> AuditEvent:

@@ -224,6 +224,9 @@ OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth2_provider.RefreshToken"
 OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth2_provider.IDToken"
 OAUTH2_PROVIDER_GRANT_MODEL = "oauth2_provider.Grant"
 GATEHOUSE_DEFAULT_TOKEN_LIFETIME = timedelta(seconds=300)
+# A background agent's client-credentials request is answered in two round trips (governance.oauth.direct)
+# when it passes every check; off sends every request through DOT and oauthlib (same answers, slower).
+GATEHOUSE_TOKEN_DIRECT_PATH = env.flag("GATEHOUSE_TOKEN_DIRECT_PATH", default=True)
 # DOT's E003 objects to "http" in ALLOWED_REDIRECT_URI_SCHEMES.  It is there only for RFC 8252 loopback
 # redirects: GatehouseValidator.validate_redirect_uri and governance.services.agents refuse any other http
 # redirect URI when DEBUG is off (tests/test_settings.py runs check --deploy).

@@ -47,6 +47,12 @@ class VerifiedAssertion:
     kid: str
 
 
+def assertion_audiences(path: str) -> set[str]:
+    """``aud`` values a client assertion may carry: the issuer, or the endpoint (``path``) it is sent to."""
+    issuer = settings.GATEHOUSE_ISSUER
+    return {issuer, issuer + "/", issuer + "/oauth/token/", issuer + path}
+
+
 def unverified_issuer(assertion: str) -> str | None:
     """The ``iss`` claim before verification: only to find which client's keys to try."""
     if not isinstance(assertion, str) or len(assertion) > MAX_ASSERTION_LENGTH:

@@ -221,7 +221,11 @@ def expires_in(request) -> int:
 
 
 def generate_access_token(request) -> str:
-    issued: Issued = request.gatehouse
+    return sign(request.gatehouse)
+
+
+def sign(issued: Issued) -> str:
+    """The RFC 9068 JWT for an issuance decided by :func:`check_token` (or the direct path)."""
     claims = jwt_tokens.AccessTokenClaims(
         issuer=settings.GATEHOUSE_ISSUER,
         subject=issued.subject,
@@ -241,11 +245,18 @@ def generate_access_token(request) -> str:
 
 
 def create_record(*, access_token, issued: Issued, request) -> TokenRecord:
+    record = token_record(access_token=access_token, issued=issued)
+    issuance_queries.insert(record)  # the ORM's INSERT, its statement built once
+    return record
+
+
+def token_record(*, access_token, issued: Issued) -> TokenRecord:
+    """The (unsaved) record of an issued token: what introspection, revocation and the audit read."""
     family = None
     source = access_token.source_refresh_token
     if source is not None:
         family = source.token_family
-    record = TokenRecord(
+    return TokenRecord(
         access_token=access_token,
         jti=issued.jti,
         audience=issued.tool_server.audience,
@@ -264,8 +275,6 @@ def create_record(*, access_token, issued: Issued, request) -> TokenRecord:
         issued_at=issued.issued_at,
         expires_at=issued.expires_at,
     )
-    issuance_queries.insert(record)  # the ORM's INSERT, its statement built once
-    return record
 
 
 def record_issue(token: dict, request) -> None:
@@ -273,8 +282,13 @@ def record_issue(token: dict, request) -> None:
     issued: Issued | None = getattr(request, "gatehouse", None)
     if issued is None:
         return
+    audit.record(**issue_event(issued, refresh_token_issued="refresh_token" in token))
+
+
+def issue_event(issued: Issued, *, refresh_token_issued: bool) -> dict:
+    """The ``audit.record`` arguments describing an issued token: identifiers and keys, never its value."""
     refreshed = issued.grant_type == "refresh_token"
-    audit.record(
+    return dict(
         action=issued.action or (Action.TOKEN_REFRESHED if refreshed else Action.TOKEN_ISSUED),
         actor=issued.agent,
         agent=issued.agent,
@@ -285,7 +299,7 @@ def record_issue(token: dict, request) -> None:
             "grant_type": issued.grant_type,
             "audience": issued.tool_server.audience,
             "expires_in": issued.decision.lifetime_seconds,
-            "refresh_token_issued": "refresh_token" in token,
+            "refresh_token_issued": refresh_token_issued,
             "grants": sorted(g.pk for g in issued.decision.grants),
             **issued.audit_parameters,
         },

@@ -20,17 +20,22 @@ from functools import lru_cache
 
 from django.db import connections, router
 from django.db.models import Model
-from oauth2_provider.models import get_application_model
+from oauth2_provider.models import get_access_token_model, get_application_model
 
-from governance.models import Agent, Capability, Grant, ToolServer, User
+from audit.services import append_call, appended
+
+from governance.models import Agent, Capability, Grant, TokenRecord, ToolServer, User
 
 
 class _Columns:
     """A model's concrete columns under a table alias: the SELECT list, and rows turned into instances."""
 
-    def __init__(self, model: type[Model], alias: str):
+    def __init__(self, model: type[Model], alias: str, names: tuple[str, ...] | None = None):
         self.model = model
-        self.fields = model._meta.concrete_fields
+        # Some columns only (``names``) load a deferred instance, as ``.only()`` gives; from_db() wants
+        # them in the model's column order, primary key first.
+        fields = model._meta.concrete_fields
+        self.fields = fields if names is None else [f for f in fields if f.name in names or f.attname in names]
         self.attnames = [field.attname for field in self.fields]
         self.sql = ", ".join(f'{alias}."{field.column}"' for field in self.fields)
         self._plans: dict[str, list] = {}
@@ -209,3 +214,140 @@ def insert(obj: Model) -> None:
         obj.pk = cursor.fetchone()[0]
     obj._state.adding = False
     obj._state.db = db
+
+
+# ---- the direct client-credentials path: one read, one write -------------------------------------------
+def prepared_cursor(connection):
+    """A cursor whose statements PostgreSQL parses and plans once per connection (prepared statements).
+
+    Django binds parameters client-side and never prepares; planning the joins below on every request
+    cost PostgreSQL more than running them.  This cursor binds server-side, so PostgreSQL keeps each
+    statement's plan while the connection lives (``DATABASE_PREPARED_STATEMENTS``, on by default: see
+    ``config/env.py``).  Wrapped like any Django cursor (errors, query logging).  Elsewhere, or with
+    preparation off, a plain cursor.
+    """
+    if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:
+        return connection.cursor()
+    from django.db.backends.postgresql.base import ServerBindingCursor  # noqa: PLC0415 - PostgreSQL only
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        cursor = ServerBindingCursor(connection.connection)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(cursor)
+    return connection.make_cursor(cursor)
+
+
+# ---- the direct client-credentials path: one read, one write --------------------------------------------
+_AGENT_FIELDS = (
+    "id", "name", "organization_id", "kind", "status", "token_endpoint_auth_method", "jwks", "jwks_uri",
+    "dpop_bound_tokens_required",
+)
+_GRANT_FIELDS = ("id", "expires_at", "capability_id")
+_CAPABILITY_FIELDS = (
+    "id", "key", "tool_server_id", "max_token_lifetime", "requires_approval", "requires_step_up",
+)
+_SERVER_FIELDS = ("id", "audience", "organization_id")
+
+
+@lru_cache(maxsize=64)
+def _direct_statement(keys: int) -> tuple[str, list[_Columns]]:
+    Application = get_application_model()
+    app = _Columns(Application, "app", ("id", "client_id", "authorization_grant_type"))
+    agent = _Columns(Agent, "agent", _AGENT_FIELDS)
+    grant = _Columns(Grant, "g", _GRANT_FIELDS)
+    capability = _Columns(Capability, "cap", _CAPABILITY_FIELDS)
+    server = _Columns(ToolServer, "server", _SERVER_FIELDS)
+    placeholders = ", ".join(["%s"] * keys)
+    # The grants side is covering_grants_on_audience's statement for a background agent (service grants,
+    # user_id IS NULL), as an outer join: an agent without a covering grant still comes back, alone.
+    sql = (
+        f"SELECT {app.sql}, {agent.sql}, {grant.sql}, {capability.sql}, {server.sql}"  # noqa: S608
+        f" FROM {Application._meta.db_table} app"
+        " JOIN governance_agent agent ON agent.application_id = app.id"
+        " LEFT JOIN (governance_grant g"
+        " JOIN governance_capability cap ON cap.id = g.capability_id"
+        " JOIN governance_toolserver server ON server.id = cap.tool_server_id"
+        " JOIN governance_agent_ceiling ceiling ON ceiling.capability_id = cap.id)"
+        " ON ceiling.agent_id = agent.id AND g.agent_id = agent.id AND g.user_id IS NULL"
+        " AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > %s)"
+        f" AND cap.key IN ({placeholders})"
+        " AND server.audience = %s AND server.organization_id = agent.organization_id"
+        " WHERE app.client_id = %s"
+        " ORDER BY g.created_at DESC"
+    )
+    return sql, [app, agent, grant, capability, server]
+
+
+def background_agent_with_grants(*, client_id: str, keys: list[str], audience: str, now: datetime):
+    """(application, agent, [grant, ...]) for a client-credentials request, in one query; None when the
+    ``client_id`` is not an agent's.
+
+    The agent carries only the columns the token endpoint reads (a deferred instance, as ``.only()`` gives),
+    with its application attached; each grant carries its capability and the capability its tool server.
+    The grants are :func:`covering_grants_on_audience`'s for a background agent, in the same order.
+    """
+    if "\x00" in client_id or not keys:
+        return None
+    db = router.db_for_read(Grant)
+    connection = connections[db]
+    sql, parts = _direct_statement(len(keys))
+    params = [connection.ops.adapt_datetimefield_value(now), *keys, audience, client_id]
+    with prepared_cursor(connection) as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    application, agent = None, None
+    grants = []
+    for row in rows:
+        objects = _split(row, parts, db)
+        if agent is None:
+            application, agent = objects[0], objects[1]
+            Agent.application.field.set_cached_value(agent, application)
+        grant, capability, server = objects[2:]
+        if grant is not None:
+            Capability.tool_server.field.set_cached_value(capability, server)
+            Grant.capability.field.set_cached_value(grant, capability)
+            grants.append(grant)
+    return application, agent, grants
+
+
+@lru_cache(maxsize=4)
+def _issued_statement(db: str) -> tuple[list, list, str]:
+    """``WITH at AS (INSERT access token), tr AS (INSERT record ... FROM at) SELECT … FROM audit_append(…)``."""
+    connection = connections[db]
+    quote = connection.ops.quote_name
+    AccessToken = get_access_token_model()
+    token_fields, token_sql = _insert_statement(AccessToken, db)
+    record_fields = [f for f in TokenRecord._meta.concrete_fields if f is not TokenRecord._meta.pk]
+    link = TokenRecord._meta.get_field("access_token")
+    rest = [f for f in record_fields if f is not link]
+    columns = ", ".join(quote(f.column) for f in [link, *rest])
+    placeholders = ", ".join(["%s"] * len(rest))
+    # VALUES, as in the access token's INSERT, so that each parameter takes its column's type.
+    sql = (
+        f"WITH at AS ({token_sql}),"  # noqa: S608 - model metadata and placeholders only
+        f" tr AS (INSERT INTO {quote(TokenRecord._meta.db_table)} ({columns})"
+        f" VALUES ((SELECT {quote(AccessToken._meta.pk.column)} FROM at), {placeholders})) "
+    )
+    return token_fields, rest, sql
+
+
+def insert_issued(access_token: Model, record: Model, event_values: dict, *, using: str):
+    """Store an issued token in one statement (PostgreSQL, autocommit: its own transaction): DOT's access
+    token row, the :class:`TokenRecord` pointing at it, and the audit event, all or none.
+
+    Values are prepared by each field as ``save()`` prepares them.  The event's hash is checked after the
+    statement (``audit.services.appended``); if it ever failed, the token would not be handed out and
+    ``audit_verify`` would name the event.
+    """
+    connection = connections[using]
+    token_fields, record_fields, prefix = _issued_statement(using)
+    append_sql, append_params = append_call(event_values)
+    params = [f.get_db_prep_save(f.pre_save(access_token, True), connection) for f in token_fields]
+    params += [f.get_db_prep_save(f.pre_save(record, True), connection) for f in record_fields]
+    with prepared_cursor(connection) as cursor:
+        cursor.execute(prefix + append_sql, params + append_params)
+        row = cursor.fetchone()
+    return appended(event_values, row, using)

@@ -38,9 +38,7 @@ def _param(request, name: str):
 
 def endpoint_audiences(request) -> set[str]:
     """``aud`` values a client assertion may carry: the issuer, or the endpoint it is sent to."""
-    issuer = settings.GATEHOUSE_ISSUER
-    path = urlsplit(request.uri or "").path
-    return {issuer, issuer + "/", issuer + "/oauth/token/", issuer + path}
+    return client_auth.assertion_audiences(urlsplit(request.uri or "").path)
 
 
 class GatehouseValidator(OAuth2Validator):

@@ -17,7 +17,7 @@ from oauth2_provider.models import get_access_token_model
 from oauth2_provider.signals import app_authorized
 
 from audit.actions import Action
-from governance.oauth import context, dpop_http
+from governance.oauth import context, direct, dpop_http
 from governance.oauth.dpop import issue_nonce
 from governance.oauth.events import record_refusal
 
@@ -161,6 +161,11 @@ class TokenView(dot_views.TokenView):
             response[name] = value
         return response
 
+    @method_decorator(sensitive_post_parameters("client_secret", "client_assertion"))
+    def direct_token_response(self, request):
+        """A background agent's usual request, when it passes every check (None: DOT decides)."""
+        return direct.issue(request)
+
     @method_decorator(never_cache)
     def post(self, request, *args, **kwargs):
         from governance.oauth.server import GRANT_TYPES_SUPPORTED
@@ -171,7 +176,7 @@ class TokenView(dot_views.TokenView):
                 "unsupported_grant_type",
                 "Use authorization_code, client_credentials, refresh_token or token exchange.",
             )
-        response = self.authorization_flow_token_response(request)
+        response = self.direct_token_response(request) or self.authorization_flow_token_response(request)
         if response.status_code == 200 and request.META.get("HTTP_DPOP") and dpop_http.nonce_required():
             response["DPoP-Nonce"] = issue_nonce()  # RFC 9449 §8.2: keep the client's nonce fresh
         return response
