@@ -59,7 +59,8 @@ def measure(opts) -> None:
         issue()
     print(f"queries in one issuance: {len(captured.captured_queries)}")
     for number, query in enumerate(captured.captured_queries, 1):
-        print(f"{number:3d}. {(query['sql'] or '(prepared statement)')[: int(os.environ.get('PROFILE_SQL_WIDTH', '160'))]}")
+        sql = query["sql"] or "(prepared statement)"  # a server-side bound statement logs no text
+        print(f"{number:3d}. {sql[: int(os.environ.get('PROFILE_SQL_WIDTH', '160'))]}")
     # PROFILE_CPU=1 times the profile in CPU seconds of this process, so waits on PostgreSQL/Redis drop out.
     timer = (time.process_time,) if os.environ.get("PROFILE_CPU") else ()
     profiler = cProfile.Profile(*timer) if opts.profile else None

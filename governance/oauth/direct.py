@@ -39,11 +39,13 @@ from audit import services as audit
 from governance import auth_levels
 from governance.models.agents import AgentKind, AgentStatus, TokenEndpointAuthMethod
 from governance.oauth import client_auth, issuance, issuance_queries
-from governance.oauth.scoping import MAX_RESOURCE_LENGTH, MAX_SCOPES, MAX_SCOPE_LENGTH, _decide
+from governance.oauth.scoping import MAX_RESOURCE_LENGTH, MAX_SCOPE_LENGTH, MAX_SCOPES, _decide
 
 GRANT_TYPE = "client_credentials"
 # A request with any other parameter is not the common one: the general path decides what it means.
-PARAMETERS = frozenset({"grant_type", "client_assertion_type", "client_assertion", "scope", "resource", "client_id"})
+PARAMETERS = frozenset(
+    {"grant_type", "client_assertion_type", "client_assertion", "scope", "resource", "client_id"}
+)
 
 
 def issue(request) -> HttpResponse | None:
@@ -51,7 +53,10 @@ def issue(request) -> HttpResponse | None:
     if not settings.GATEHOUSE_TOKEN_DIRECT_PATH or not _common_shape(request):
         return None
     params = {key: values[0] for key, values in request.POST.lists()}
-    if params.get("grant_type") != GRANT_TYPE or params.get("client_assertion_type") != client_auth.ASSERTION_TYPE:
+    if (
+        params.get("grant_type") != GRANT_TYPE
+        or params.get("client_assertion_type") != client_auth.ASSERTION_TYPE
+    ):
         return None
     assertion = params.get("client_assertion")
     client_id = client_auth.unverified_issuer(assertion)
@@ -73,7 +78,9 @@ def issue(request) -> HttpResponse | None:
         return None
     covering = {grant.capability.key: grant for grant in grants}
     if set(requested) - set(covering):
-        return None  # beyond the grants, outside the ceiling or an unknown audience: refused and audited there
+        return (
+            None  # beyond the grants, outside the ceiling or an unknown audience: refused and audited there
+        )
     server = next(iter(covering.values())).capability.tool_server
     decision = _decide(agent=agent, user=None, audience=server, requested=requested, grants=covering, now=now)
     capabilities = [grant.capability for grant in decision.grants]

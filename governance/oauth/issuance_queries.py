@@ -23,7 +23,6 @@ from django.db.models import Model
 from oauth2_provider.models import get_access_token_model, get_application_model
 
 from audit.services import append_call, appended
-
 from governance.models import Agent, Capability, Grant, TokenRecord, ToolServer, User
 
 
@@ -35,7 +34,9 @@ class _Columns:
         # Some columns only (``names``) load a deferred instance, as ``.only()`` gives; from_db() wants
         # them in the model's column order, primary key first.
         fields = model._meta.concrete_fields
-        self.fields = fields if names is None else [f for f in fields if f.name in names or f.attname in names]
+        self.fields = (
+            fields if names is None else [f for f in fields if f.name in names or f.attname in names]
+        )
         self.attnames = [field.attname for field in self.fields]
         self.sql = ", ".join(f'{alias}."{field.column}"' for field in self.fields)
         self._plans: dict[str, list] = {}
@@ -226,7 +227,10 @@ def prepared_cursor(connection):
     ``config/env.py``).  Wrapped like any Django cursor (errors, query logging).  Elsewhere, or with
     preparation off, a plain cursor.
     """
-    if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:
+    if (
+        connection.vendor != "postgresql"
+        or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None
+    ):
         return connection.cursor()
     from django.db.backends.postgresql.base import ServerBindingCursor  # noqa: PLC0415 - PostgreSQL only
 
@@ -240,12 +244,24 @@ def prepared_cursor(connection):
 
 # ---- the direct client-credentials path: one read, one write --------------------------------------------
 _AGENT_FIELDS = (
-    "id", "name", "organization_id", "kind", "status", "token_endpoint_auth_method", "jwks", "jwks_uri",
+    "id",
+    "name",
+    "organization_id",
+    "kind",
+    "status",
+    "token_endpoint_auth_method",
+    "jwks",
+    "jwks_uri",
     "dpop_bound_tokens_required",
 )
 _GRANT_FIELDS = ("id", "expires_at", "capability_id")
 _CAPABILITY_FIELDS = (
-    "id", "key", "tool_server_id", "max_token_lifetime", "requires_approval", "requires_step_up",
+    "id",
+    "key",
+    "tool_server_id",
+    "max_token_lifetime",
+    "requires_approval",
+    "requires_step_up",
 )
 _SERVER_FIELDS = ("id", "audience", "organization_id")
 
@@ -315,7 +331,7 @@ def background_agent_with_grants(*, client_id: str, keys: list[str], audience: s
 
 @lru_cache(maxsize=4)
 def _issued_statement(db: str) -> tuple[list, list, str]:
-    """``WITH at AS (INSERT access token), tr AS (INSERT record ... FROM at) SELECT … FROM audit_append(…)``."""
+    """``WITH at AS (INSERT token), tr AS (INSERT record, at's id) SELECT … FROM audit_append(…)``."""
     connection = connections[db]
     quote = connection.ops.quote_name
     AccessToken = get_access_token_model()

@@ -30,15 +30,18 @@ def issue(client, settings, agent, key, *, scope="records.read_own", resource=No
 
 
 @pytest.mark.postgres  # the count is PostgreSQL's (on SQLite an audit append takes three statements)
-def test_client_credentials_issuance_takes_seven_round_trips(
-    client, settings, world, django_assert_num_queries
+@pytest.mark.parametrize(("direct", "round_trips"), [(True, 2), (False, 7)], ids=["direct", "through-dot"])
+def test_client_credentials_issuance_round_trips(
+    client, settings, world, django_assert_num_queries, direct, round_trips
 ):
+    settings.GATEHOUSE_TOKEN_DIRECT_PATH = direct
     agent, key = world.background_agent()
     helpers.grant(agent, world.read)
     assert issue(client, settings, agent, key, resource=world.records.audience).status_code == 200
-    # application + agent; grants + capability + tool server; BEGIN; access token; TokenRecord;
-    # audit_append(); COMMIT.  No signing-key read (cached), no savepoint, no read-back of the token.
-    with django_assert_num_queries(7):
+    # Direct: the agent with its grants; one statement storing the access token, its TokenRecord and the
+    # audit event.  Through DOT: application + agent; grants + capability + tool server; BEGIN; access
+    # token; TokenRecord; audit_append(); COMMIT.  Neither reads the signing key (cached) or the token back.
+    with django_assert_num_queries(round_trips):
         response = issue(client, settings, agent, key, resource=world.records.audience)
     assert response.status_code == 200, response.content
     jti = jwt_tokens.verify(response.json()["access_token"])["jti"]
