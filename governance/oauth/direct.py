@@ -8,7 +8,7 @@ PostgreSQL one write statement: the access token, its :class:`TokenRecord` and t
 event, committed together or not at all.
 
 It makes every check the general path makes, with the same code where the rule lives elsewhere
-(:func:`client_auth.verify_assertion`, :func:`scoping._decide`, :func:`auth_levels.required_for`,
+(:func:`client_auth.verify_assertion`, :func:`scoping.decide`, :func:`auth_levels.required_for`,
 :func:`issuance.sign`, :func:`issuance.issue_event`), and it issues only when all of them pass.  Anything
 else returns None *before any side effect*, and the general path answers: unusual requests (a DPoP proof,
 Basic credentials, no scope, a repeated or unknown parameter, a query string) and every request that
@@ -39,7 +39,7 @@ from audit import services as audit
 from governance import auth_levels
 from governance.models.agents import AgentKind, AgentStatus, TokenEndpointAuthMethod
 from governance.oauth import client_auth, issuance, issuance_queries
-from governance.oauth.scoping import MAX_RESOURCE_LENGTH, MAX_SCOPE_LENGTH, MAX_SCOPES, _decide
+from governance.oauth.scoping import MAX_RESOURCE_LENGTH, MAX_SCOPE_LENGTH, MAX_SCOPES, decide
 
 GRANT_TYPE = "client_credentials"
 # A request with any other parameter is not the common one: the general path decides what it means.
@@ -77,12 +77,10 @@ def issue(request) -> HttpResponse | None:
     if not _agent_may_ask(application, agent):
         return None
     covering = {grant.capability.key: grant for grant in grants}
-    if set(requested) - set(covering):
-        return (
-            None  # beyond the grants, outside the ceiling or an unknown audience: refused and audited there
-        )
+    if set(requested) - set(covering):  # beyond the grants or the ceiling, an unknown audience...
+        return None  # ...refused and audited by DOT's path
     server = next(iter(covering.values())).capability.tool_server
-    decision = _decide(agent=agent, user=None, audience=server, requested=requested, grants=covering, now=now)
+    decision = decide(agent=agent, user=None, audience=server, requested=requested, grants=covering, now=now)
     capabilities = [grant.capability for grant in decision.grants]
     if not decision.ok or decision.lifetime_seconds <= 0:
         return None

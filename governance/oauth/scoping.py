@@ -65,7 +65,7 @@ def evaluate_request(
     requested = list(dict.fromkeys(requested))
     now = timezone.now()
     grants = _covering_grants(agent, user, requested, now, capability__tool_server=audience)
-    return _decide(agent=agent, user=user, audience=audience, requested=requested, grants=grants, now=now)
+    return decide(agent=agent, user=user, audience=audience, requested=requested, grants=grants, now=now)
 
 
 def evaluate_for_resource(
@@ -92,7 +92,7 @@ def evaluate_for_resource(
         server = next(iter(grants.values())).capability.tool_server
     else:
         server = resolve_audience(resources, agent=agent)
-    decision = _decide(agent=agent, user=user, audience=server, requested=requested, grants=grants, now=now)
+    decision = decide(agent=agent, user=user, audience=server, requested=requested, grants=grants, now=now)
     return server, decision
 
 
@@ -125,9 +125,11 @@ def _may_hold_grants(agent: Agent, user: User | None) -> bool:
     return user is not None and user.is_active
 
 
-def _decide(
+def decide(
     *, agent: Agent, user: User | None, audience: ToolServer, requested: list[str], grants: dict, now
 ) -> ScopeDecision:
+    """The verdict on ``requested`` given the covering ``grants`` (key → grant): allowed, refused and why,
+    and the lifetime.  Queries only when some key is not covered (to say why it is refused)."""
     decision = ScopeDecision(requested=requested)
     if grants and set(requested) <= set(grants):
         # Every key is covered by a grant inside the ceiling: the two lookups below would change nothing.
