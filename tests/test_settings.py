@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 READ_BY_SETTINGS = [
     "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "GATEHOUSE_ISSUER", "EMAIL_BACKEND", "REDIS_URL",
     "AUDIT_SIGNING_KEY", "AUDIT_SIGNING_KEY_FILE", "CSRF_TRUSTED_ORIGINS", "SECURE_SSL_REDIRECT",
-    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_SECONDS", "DATABASE_PREPARED_STATEMENTS", "GATEHOUSE_TOKEN_DIRECT_PATH",
 ]
 
 
@@ -123,3 +123,21 @@ def test_models_and_migrations_agree(tmp_path):
     result = run(env, "manage.py", "makemigrations", "--check", "--dry-run")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No changes detected" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "threshold"), [(None, "0"), ("1", "0"), ("0", "None"), ("off", "None"), ("sometimes", None)]
+)
+def test_database_prepared_statements_switch(production, value, threshold):
+    """The token endpoint's statements are prepared unless switched off; nonsense is refused."""
+    env = {k: v for k, v in production.items() if k != "DATABASE_PREPARED_STATEMENTS"}
+    if value is not None:
+        env["DATABASE_PREPARED_STATEMENTS"] = value
+    code = "import django; django.setup(); from django.conf import settings as s; "
+    code += "print(s.DATABASES['default']['OPTIONS']['prepare_threshold'])"
+    result = run(env, "-c", code)
+    if threshold is None:
+        assert result.returncode != 0 and "DATABASE_PREPARED_STATEMENTS must be one of" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == threshold
