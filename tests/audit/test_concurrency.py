@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import connection
 
 from audit.models import AuditEvent
-from audit.services import checkpoint_create
+from audit.services import Actor, checkpoint_create, record
 from audit.verify import verify_chain
 from tests.audit.helpers import tamper
 
@@ -62,11 +62,18 @@ def test_concurrent_appends_from_processes_keep_valid_lanes():
 @pytest.mark.django_db(transaction=True)
 def test_eight_writers_spread_over_lanes_and_verify_in_two_processes():
     workers, each = 8, 40
+    # This process's appends, before and after the others', all go to one lane (nothing contends for it
+    # then), so that lane spans both halves of the log whatever order the child processes ran in.
+    own = Actor(type="system", label="test")
+    for n in range(5):
+        record(action="decision.allowed", actor=own, parameters={"worker": "test", "n": n})
     append_from_processes(workers, each)
+    for n in range(5, 10):
+        record(action="decision.allowed", actor=own, parameters={"worker": "test", "n": n})
     checkpoint_create()
 
     rows = list(AuditEvent.objects.order_by("seq").values_list("seq", "lane", "lane_seq", "parameters"))
-    assert len(rows) == workers * each
+    assert len(rows) == workers * each + 10
     assert len({lane for _, lane, _, _ in rows}) > 1
     assert {lane for _, lane, _, _ in rows} <= set(range(settings.AUDIT_CHAIN_LANES))
     assert_lanes_are_contiguous(rows)
@@ -77,6 +84,7 @@ def test_eight_writers_spread_over_lanes_and_verify_in_two_processes():
     # Delete the first event of some lane in the second half: only the merge of the halves can see the gap.
     middle = rows[0][0] + (rows[-1][0] - rows[0][0] + 1) // 2
     first_half_lanes = {lane for seq, lane, _, _ in rows if seq < middle}
+    assert rows[0][1] in first_half_lanes and rows[-1][1] == rows[0][1]  # this process's lane spans both
     victim = next(row for row in rows if row[0] >= middle and row[1] in first_half_lanes)
     following = next(row for row in rows if row[1] == victim[1] and row[2] == victim[2] + 1)
     with tamper() as cursor:
