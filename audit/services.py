@@ -180,14 +180,20 @@ def append_call(values: dict) -> tuple[str, list]:
     return _APPEND_SQL, params + list(content)
 
 
-def appended(values: dict, row, alias: str) -> AuditEvent:
-    """The event ``audit_append()`` stored, from the row it returned; refuses a hash the chain disowns."""
+def check_appended(values: dict, row) -> None:
+    """Refuse the row ``audit_append()`` returned if its hash is not the chain's for ``values``."""
     seq, lane, lane_seq, prev_hash, digest = row
     content = tuple(values[name] for name in chain.CONTENT)
     if chain.event_hash((seq, lane, lane_seq, *content, prev_hash)) != digest:
         # The database built different bytes than the chain's definition (e.g. a non-UTF-8 database).
         # Refuse the event, and with it the caller's change, rather than commit an unverifiable row.
         raise RuntimeError("audit_append() produced a hash that does not match audit.chain")
+
+
+def appended(values: dict, row, alias: str) -> AuditEvent:
+    """The event ``audit_append()`` stored, from the row it returned; refuses a hash the chain disowns."""
+    check_appended(values, row)
+    seq, lane, lane_seq, prev_hash, digest = row
     event = AuditEvent(seq=seq, lane=lane, lane_seq=lane_seq, prev_hash=prev_hash, hash=digest, **values)
     return _loaded(event, alias)
 

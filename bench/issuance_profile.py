@@ -33,6 +33,11 @@ FORM = "application/x-www-form-urlencoded"
 def measure(opts) -> None:
     import django
 
+    if os.environ.get("PROFILE_MIDDLEWARE"):  # e.g. "0,1": only these entries of MIDDLEWARE (an experiment)
+        from django.conf import settings
+
+        keep = [int(i) for i in os.environ["PROFILE_MIDDLEWARE"].split(",")]
+        settings.MIDDLEWARE = [settings.MIDDLEWARE[i] for i in keep]
     django.setup()
     from django.db import connection
     from django.test import Client

@@ -287,6 +287,7 @@ class Served:
     rates: list = field(default_factory=list)
     latencies: list = field(default_factory=list)
     claims: dict = field(default_factory=dict)
+    cpu: list = field(default_factory=list)  # per round: CPU ms per token of app, postgres, redis, client
 
     def bodies(self, count: int) -> list[tuple[dict, dict]]:
         make = gatehouse_bodies if self.kind == "gatehouse" else vanilla_bodies
@@ -350,14 +351,58 @@ def loadavg() -> float:
         return float("nan")
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _processes() -> list[tuple[int, int, str, float]]:
+    """(pid, parent pid, command name, CPU seconds so far) of every process (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # fields[1] is the parent pid; fields[11] and fields[12] are utime and stime in clock ticks.
+        found.append((int(entry.name), int(fields[1]), name, (int(fields[11]) + int(fields[12])) / _TICK))
+    return found
+
+
+def cpu_split(served: Served) -> dict[str, float]:
+    """CPU seconds so far of the peer's gunicorn (master and workers), of PostgreSQL and of Redis.
+
+    PostgreSQL counts all its processes (backends, WAL writer, checkpointer): the other peer's backends
+    idle while this one is measured.  Not on Linux: empty, and the report leaves the columns out.
+    """
+    if not Path("/proc/self/stat").exists() or served.process is None:
+        return {}
+    split = {"app": 0.0, "postgres": 0.0, "redis": 0.0}
+    for pid, parent, name, seconds in _processes():
+        if pid == served.process.pid or parent == served.process.pid:
+            split["app"] += seconds
+        elif name == "postgres":
+            split["postgres"] += seconds
+        elif name.startswith("redis-server"):
+            split["redis"] += seconds
+    return split
+
+
 def measure_round(served: Served, opts) -> None:
     count = opts.slow_requests if served.peer.slow else opts.requests
     bodies = served.bodies(count)
+    before, client = cpu_split(served), time.process_time()
     wall, latencies, failures = load(served.token_url, bodies, opts.concurrency)
+    client, after = time.process_time() - client, cpu_split(served)
     if failures:
         raise SystemExit(f"{served.peer.name}: requests failed: {failures}")
     served.rates.append(count / wall)
     served.latencies.extend(latencies)
+    if before:  # CPU milliseconds per token, by process group; the client's own cost too
+        per_token = {name: 1000 * (after[name] - before[name]) / count for name in before}
+        served.cpu.append({**per_token, "client": 1000 * client / count})
 
 
 def stop(served: Served) -> None:
@@ -379,6 +424,9 @@ def summary(served: Served) -> dict:
         "p99": statistics.quantiles(served.latencies, n=100)[98] * 1000,
         "requests": len(served.latencies),
         "claims": served.claims,
+        "cpu": {name: statistics.median(r[name] for r in served.cpu) for name in served.cpu[0]}
+        if served.cpu
+        else {},
     }
     if served.kind == "gatehouse":
         out = run([PYTHON, __file__, "--inside", "count"], served.env)
@@ -435,6 +483,15 @@ def report(results: dict, opts, loads: list[float]) -> None:
         rounds = " ".join(f"{x:.0f}" if x >= 10 else f"{x:.1f}" for x in r["rates"])
         cells = [name, r["requests"], f"{r['rate']:.1f}", rounds, f"{r['p50']:.1f}", f"{r['p99']:.1f}", ratio]
         print("| " + " | ".join(str(cell) for cell in cells) + " |")
+    if any(r["cpu"] for r in results.values()):
+        print("\nCPU milliseconds per token (median of the rounds), by process:\n")
+        print("| peer | app (gunicorn) | PostgreSQL | Redis | server total | load generator |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, r in results.items():
+            cpu = r["cpu"]
+            server = cpu["app"] + cpu["postgres"] + cpu["redis"]
+            cells = [cpu["app"], cpu["postgres"], cpu["redis"], server, cpu["client"]]
+            print(f"| {name} | " + " | ".join(f"{x:.2f}" for x in cells) + " |")
     if gate:
         claims = {k: gate["claims"].get(k) for k in ("aud", "scope", "client_id", "sub")}
         print(f"\nGatehouse token sample claims: {json.dumps(claims)}")

@@ -150,29 +150,38 @@ def _agent_may_ask(application, agent) -> bool:
 def _store(token: str, issued: issuance.Issued, application) -> None:
     """The access token (DOT's row, value hashed), its record and the audit event: all or nothing."""
     AccessToken = get_access_token_model()
-    access_token = AccessToken(
-        user=None,
-        scope=" ".join(issued.decision.allowed),
-        expires=issued.expires_at,
-        id_token=None,
-        application=application,
-        source_refresh_token=None,
-        resource=[issued.tool_server.audience],
-    )
-    set_token_value(access_token, token)  # RFC 9700 storage: the checksum only
-    record = issuance.token_record(access_token=access_token, issued=issued)
     event = issuance.issue_event(issued, refresh_token_issued=False)
     db = router.db_for_write(AccessToken)
-    connection = connections[db]
-    if connection.vendor != "postgresql" or settings.AUDIT_CHECKPOINT_EVERY:
+    if connections[db].vendor != "postgresql" or settings.AUDIT_CHECKPOINT_EVERY:
+        access_token = AccessToken(
+            user=None,
+            scope=" ".join(issued.decision.allowed),
+            expires=issued.expires_at,
+            id_token=None,
+            application=application,
+            source_refresh_token=None,
+            resource=[issued.tool_server.audience],
+        )
+        set_token_value(access_token, token)  # RFC 9700 storage: the checksum only
         with transaction.atomic(using=db):
             issuance_queries.insert(access_token)
-            record.access_token = access_token
-            issuance_queries.insert(record)
+            issuance_queries.insert(issuance.token_record(access_token=access_token, issued=issued))
             audit.record(**event, using=db)
         return
-    values = audit.event_values(**event)
-    issuance_queries.insert_issued(access_token, record, values, using=db)
+    # One statement; the rows' values by column, as the ORM would prepare them (no model instances).
+    token_columns = {
+        "user_id": None,
+        "source_refresh_token_id": None,
+        "id_token_id": None,
+        "application_id": application.pk,
+        "expires": issued.expires_at,
+        "scope": " ".join(issued.decision.allowed),
+        "resource": [issued.tool_server.audience],
+        **issuance_queries.stored_token_value(token),
+    }
+    issuance_queries.insert_issued(
+        token_columns, issuance.token_record_values(issued), audit.event_values(**event), using=db
+    )
 
 
 def _response(token: str, issued: issuance.Issued) -> HttpResponse:

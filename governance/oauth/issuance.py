@@ -252,29 +252,31 @@ def create_record(*, access_token, issued: Issued, request) -> TokenRecord:
 
 def token_record(*, access_token, issued: Issued) -> TokenRecord:
     """The (unsaved) record of an issued token: what introspection, revocation and the audit read."""
-    family = None
     source = access_token.source_refresh_token
-    if source is not None:
-        family = source.token_family
-    return TokenRecord(
-        access_token=access_token,
-        jti=issued.jti,
-        audience=issued.tool_server.audience,
-        tool_server=issued.tool_server,
-        agent=issued.agent,
-        user=issued.user,
-        subject=issued.subject,
-        client_id=issued.agent.application.client_id,
-        capabilities=" ".join(issued.decision.allowed),
-        grant_type=issued.grant_type,
-        token_family=family,
-        act=issued.act,
-        cnf_jkt=issued.cnf_jkt,
-        acr=issued.acr,
-        auth_time=issued.auth_time,
-        issued_at=issued.issued_at,
-        expires_at=issued.expires_at,
-    )
+    family = source.token_family if source is not None else None
+    return TokenRecord(access_token=access_token, **token_record_values(issued, token_family=family))
+
+
+def token_record_values(issued: Issued, *, token_family=None) -> dict:
+    """A :class:`TokenRecord`'s columns (by attribute name) for an issuance, less the access token's id."""
+    return {
+        "jti": issued.jti,
+        "audience": issued.tool_server.audience,
+        "tool_server_id": issued.tool_server.pk,
+        "agent_id": issued.agent.pk,
+        "user_id": issued.user.pk if issued.user is not None else None,
+        "subject": issued.subject,
+        "client_id": issued.agent.application.client_id,
+        "capabilities": " ".join(issued.decision.allowed),
+        "grant_type": issued.grant_type,
+        "token_family": token_family,
+        "act": issued.act,
+        "cnf_jkt": issued.cnf_jkt,
+        "acr": issued.acr,
+        "auth_time": issued.auth_time,
+        "issued_at": issued.issued_at,
+        "expires_at": issued.expires_at,
+    }
 
 
 def record_issue(token: dict, request) -> None:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
+from types import SimpleNamespace
 
 from django.db import connections, router
 from django.db.models import Model
-from oauth2_provider.models import get_access_token_model, get_application_model
+from django.utils import timezone
+from oauth2_provider.models import get_access_token_model, get_application_model, set_token_value
 
-from audit.services import append_call, appended
+from audit.services import append_call, check_appended
 from governance.models import Agent, Capability, Grant, TokenRecord, ToolServer, User
 
 
@@ -331,39 +333,53 @@ def background_agent_with_grants(*, client_id: str, keys: list[str], audience: s
 
 @lru_cache(maxsize=4)
 def _issued_statement(db: str) -> tuple[list, list, str]:
-    """``WITH at AS (INSERT token), tr AS (INSERT record, at's id) SELECT … FROM audit_append(…)``."""
+    """``WITH at AS (INSERT token), tr AS (INSERT record, at's id) SELECT … FROM audit_append(…)``,
+    with the access token's and the record's fields in the order of their placeholders."""
     connection = connections[db]
     quote = connection.ops.quote_name
     AccessToken = get_access_token_model()
     token_fields, token_sql = _insert_statement(AccessToken, db)
-    record_fields = [f for f in TokenRecord._meta.concrete_fields if f is not TokenRecord._meta.pk]
     link = TokenRecord._meta.get_field("access_token")
-    rest = [f for f in record_fields if f is not link]
-    columns = ", ".join(quote(f.column) for f in [link, *rest])
-    placeholders = ", ".join(["%s"] * len(rest))
+    record_fields = [f for f in TokenRecord._meta.concrete_fields if f not in (TokenRecord._meta.pk, link)]
+    columns = ", ".join(quote(f.column) for f in [link, *record_fields])
+    placeholders = ", ".join(["%s"] * len(record_fields))
     # VALUES, as in the access token's INSERT, so that each parameter takes its column's type.
     sql = (
         f"WITH at AS ({token_sql}),"  # noqa: S608 - model metadata and placeholders only
         f" tr AS (INSERT INTO {quote(TokenRecord._meta.db_table)} ({columns})"
         f" VALUES ((SELECT {quote(AccessToken._meta.pk.column)} FROM at), {placeholders})) "
     )
-    return token_fields, rest, sql
+    return token_fields, record_fields, sql
 
 
-def insert_issued(access_token: Model, record: Model, event_values: dict, *, using: str):
+def stored_token_value(token: str) -> dict:
+    """The ``token`` and ``token_checksum`` columns DOT stores for ``token`` (its own functions decide:
+    with RFC 9700 token storage on, an empty ``token`` and the SHA-256 checksum)."""
+    AccessToken = get_access_token_model()
+    holder = SimpleNamespace(token="", token_checksum="", _raw_token=None)
+    set_token_value(holder, token)
+    checksum = AccessToken._meta.get_field("token_checksum").pre_save(holder, True)
+    return {"token": holder.token, "token_checksum": checksum}
+
+
+def insert_issued(token_columns: dict, record_columns: dict, event_values: dict, *, using: str) -> None:
     """Store an issued token in one statement (PostgreSQL, autocommit: its own transaction): DOT's access
     token row, the :class:`TokenRecord` pointing at it, and the audit event, all or none.
 
-    Values are prepared by each field as ``save()`` prepares them.  The event's hash is checked after the
-    statement (``audit.services.appended``); if it ever failed, the token would not be handed out and
+    Columns are given by attribute name; each value is prepared by its field as ``save()`` prepares it
+    (``created``/``updated`` are set here, as ``auto_now`` would).  A column missing from either mapping
+    is an error, not a default.  The event's hash is checked after the statement
+    (``audit.services.check_appended``); if it ever failed, the token would not be handed out and
     ``audit_verify`` would name the event.
     """
     connection = connections[using]
     token_fields, record_fields, prefix = _issued_statement(using)
+    now = timezone.now()
+    token_columns = {"created": now, "updated": now, **token_columns}
     append_sql, append_params = append_call(event_values)
-    params = [f.get_db_prep_save(f.pre_save(access_token, True), connection) for f in token_fields]
-    params += [f.get_db_prep_save(f.pre_save(record, True), connection) for f in record_fields]
+    params = [f.get_db_prep_save(token_columns[f.attname], connection) for f in token_fields]
+    params += [f.get_db_prep_save(record_columns[f.attname], connection) for f in record_fields]
     with prepared_cursor(connection) as cursor:
         cursor.execute(prefix + append_sql, params + append_params)
         row = cursor.fetchone()
-    return appended(event_values, row, using)
+    check_appended(event_values, row)

@@ -7,6 +7,7 @@ out the same too (the direct path hands them to DOT before any side effect).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from datetime import timedelta
@@ -114,8 +115,9 @@ def outcome(response, seq: int) -> dict:
             "scope": token.scope,
             "resource": token.resource,
             "expires_matches_record": token.expires == record.expires_at,
-            "checksum_is_sha256": len(token.token_checksum) == 64
-            and body["access_token"] not in token.token_checksum,
+            "checksum_is_sha256": token.token_checksum
+            == hashlib.sha256(body["access_token"].encode()).hexdigest(),
+            "created_set": token.created is not None and token.updated is not None,
         }
         result["record"] = {
             "audience": record.audience,
@@ -180,6 +182,8 @@ def test_an_issued_token_is_stored_and_answered_the_same_both_ways(client, setti
         "scope": "records.read_own records.write_own",
     }
     assert direct["members"] == ["access_token", "expires_in", "token_type", "scope"]
+    assert direct["access_token"]["checksum_is_sha256"] and direct["access_token"]["created_set"]
+    assert direct["access_token"]["token"] == ""  # RFC 9700 storage: never the value
     assert [event["action"] for event in direct["events"]] == ["token.issued"]
 
 
