@@ -476,13 +476,21 @@ def report(results: dict, opts, loads: list[float]) -> None:
         f"{opts.concurrency} client threads · median of {opts.rounds} alternating rounds\n"
         f"load average (1 min) at each round's start and at the end: {' '.join(f'{x:.1f}' for x in loads)}\n"
     )
-    print("| peer | requests | tokens/s (median) | rounds (tokens/s) | p50 ms | p99 ms | Gatehouse ÷ peer |")
-    print("|---|---:|---:|---|---:|---:|---:|")
+    print(
+        "| peer | requests | tokens/s (median) | rounds (tokens/s) | p50 ms | p99 ms | Gatehouse ÷ peer"
+        " | per-round ratios (median) |"
+    )
+    print("|---|---:|---:|---|---:|---:|---:|---|")
     for name, r in results.items():
         ratio = f"{gate['rate'] / r['rate']:.2f}×" if gate else "–"
         rounds = " ".join(f"{x:.0f}" if x >= 10 else f"{x:.1f}" for x in r["rates"])
+        # Round i of each peer ran back to back, under nearly the same load: their ratio drifts less.
+        paired = [g / v for g, v in zip(gate["rates"], r["rates"], strict=True)] if gate else []
+        pairs = "–"
+        if paired:
+            pairs = " ".join(f"{x:.2f}" for x in paired) + f" ({statistics.median(paired):.2f}×)"
         cells = [name, r["requests"], f"{r['rate']:.1f}", rounds, f"{r['p50']:.1f}", f"{r['p99']:.1f}", ratio]
-        print("| " + " | ".join(str(cell) for cell in cells) + " |")
+        print("| " + " | ".join(str(cell) for cell in [*cells, pairs]) + " |")
     if any(r["cpu"] for r in results.values()):
         print("\nCPU milliseconds per token (median of the rounds), by process:\n")
         print("| peer | app (gunicorn) | PostgreSQL | Redis | server total | load generator |")
