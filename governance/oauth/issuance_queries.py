@@ -20,7 +20,7 @@ from functools import lru_cache
 from types import SimpleNamespace
 
 from django.db import connections, router
-from django.db.models import Model
+from django.db.models import JSONField, Model
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model, set_token_value
 
@@ -362,6 +362,17 @@ def stored_token_value(token: str) -> dict:
     return {"token": holder.token, "token_checksum": checksum}
 
 
+_AS_IS = (str, int, bool, type(None))
+
+
+def _prepared(field, value, connection):
+    """``field.get_db_prep_save(value)``: a str, int, bool or None goes unchanged into a text, integer,
+    boolean or key column, as the field would pass it; dates and every JSON value go through the field."""
+    if type(value) in _AS_IS and not isinstance(field, JSONField):
+        return value
+    return field.get_db_prep_save(value, connection)
+
+
 def insert_issued(token_columns: dict, record_columns: dict, event_values: dict, *, using: str) -> None:
     """Store an issued token in one statement (PostgreSQL, autocommit: its own transaction): DOT's access
     token row, the :class:`TokenRecord` pointing at it, and the audit event, all or none.
@@ -377,8 +388,8 @@ def insert_issued(token_columns: dict, record_columns: dict, event_values: dict,
     now = timezone.now()
     token_columns = {"created": now, "updated": now, **token_columns}
     append_sql, append_params = append_call(event_values)
-    params = [f.get_db_prep_save(token_columns[f.attname], connection) for f in token_fields]
-    params += [f.get_db_prep_save(record_columns[f.attname], connection) for f in record_fields]
+    params = [_prepared(f, token_columns[f.attname], connection) for f in token_fields]
+    params += [_prepared(f, record_columns[f.attname], connection) for f in record_fields]
     with prepared_cursor(connection) as cursor:
         cursor.execute(prefix + append_sql, params + append_params)
         row = cursor.fetchone()

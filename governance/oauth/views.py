@@ -8,6 +8,7 @@ import json
 import logging
 
 from django.http import HttpResponse, JsonResponse
+from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
@@ -161,11 +162,6 @@ class TokenView(dot_views.TokenView):
             response[name] = value
         return response
 
-    @method_decorator(sensitive_post_parameters("client_secret", "client_assertion"))
-    def direct_token_response(self, request):
-        """A background agent's usual request, when it passes every check (None: DOT decides)."""
-        return direct.issue(request)
-
     @method_decorator(never_cache)
     def post(self, request, *args, **kwargs):
         from governance.oauth.server import GRANT_TYPES_SUPPORTED
@@ -176,7 +172,7 @@ class TokenView(dot_views.TokenView):
                 "unsupported_grant_type",
                 "Use authorization_code, client_credentials, refresh_token or token exchange.",
             )
-        response = self.direct_token_response(request) or self.authorization_flow_token_response(request)
+        response = self.authorization_flow_token_response(request)
         if response.status_code == 200 and request.META.get("HTTP_DPOP") and dpop_http.nonce_required():
             response["DPoP-Nonce"] = issue_nonce()  # RFC 9449 §8.2: keep the client's nonce fresh
         return response
@@ -190,5 +186,19 @@ class AuthorizationView(dot_views.AuthorizationView):
     """DOT's page (template ``oauth2_provider/authorize.html``); the consent page subclasses it."""
 
 
-token = csrf_exempt(oauth_endpoint("token", audit_refusals=True)(TokenView.as_view()))
+_dot_token = TokenView.as_view()
+
+
+def _token(request, *args, **kwargs):
+    """A background agent's usual request on the direct path when it passes every check, else DOT's view."""
+    if request.method == "POST":
+        request.sensitive_post_parameters = ("client_secret", "client_assertion")  # as the decorator sets
+        response = direct.issue(request)
+        if response is not None:
+            add_never_cache_headers(response)  # what never_cache adds to DOT's answers
+            return response
+    return _dot_token(request, *args, **kwargs)
+
+
+token = csrf_exempt(oauth_endpoint("token", audit_refusals=True)(_token))
 revoke = csrf_exempt(oauth_endpoint("revoke", audit_refusals=True)(RevokeTokenView.as_view()))
