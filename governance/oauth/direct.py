@@ -23,8 +23,6 @@ compare what each stores and answers).
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -98,14 +96,13 @@ def issue(request) -> HttpResponse | None:
     except client_auth.AssertionRejected:
         return None
 
-    issued = issuance.Issued(
+    issued = issuance.Issued.starting(
+        now=now,
+        lifetime=decision.lifetime_seconds,
         agent=agent,
         user=None,
         tool_server=server,
         decision=decision,
-        jti=uuid.uuid4().hex,
-        issued_at=now,
-        expires_at=now + timedelta(seconds=decision.lifetime_seconds),
         grant_type=GRANT_TYPE,
     )
     token = issuance.sign(issued)

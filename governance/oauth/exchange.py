@@ -21,8 +21,6 @@ unacceptable by policy is ``invalid_request``, an unusable target ``invalid_targ
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import timedelta
 
 from django.utils import timezone
 from oauthlib.oauth2.rfc6749 import errors
@@ -258,14 +256,13 @@ class TokenExchangeGrant(GrantTypeBase):
         request.user = subject.user
         request.scopes = decision.allowed
         request.resource = [target.audience]
-        request.gatehouse = issuance.Issued(
+        request.gatehouse = issuance.Issued.starting(
+            now=now,
+            lifetime=lifetime,
             agent=actor,
             user=subject.user,
             tool_server=target,
             decision=decision,
-            jti=uuid.uuid4().hex,
-            issued_at=now,
-            expires_at=now + timedelta(seconds=lifetime),
             grant_type=GRANT_TYPE,
             act=act,
             cnf_jkt=cnf_jkt,

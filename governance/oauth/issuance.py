@@ -57,6 +57,12 @@ class Issued:
     action: Action | None = None  # audit action; default token.issued / token.refreshed
     audit_parameters: dict = field(default_factory=dict)  # added to the issue event
 
+    @classmethod
+    def starting(cls, *, now: datetime, lifetime: int, **fields) -> Issued:
+        """An issuance from ``now`` for ``lifetime`` seconds, under a fresh ``jti``."""
+        expires_at = now + timedelta(seconds=lifetime)
+        return cls(jti=uuid.uuid4().hex, issued_at=now, expires_at=expires_at, **fields)
+
     @property
     def subject(self) -> str:
         return str(self.user.pk) if self.user is not None else self.agent.application.client_id
@@ -194,14 +200,13 @@ def check_token(request) -> None:
     cnf_jkt = dpop_http.bound_jkt(request)  # verified by dpop_http.check_token_request, the hook before
     request.scopes = decision.allowed
     request.resource = [server.audience]
-    request.gatehouse = Issued(
+    request.gatehouse = Issued.starting(
+        now=now,
+        lifetime=decision.lifetime_seconds,
         agent=agent,
         user=user,
         tool_server=server,
         decision=decision,
-        jti=uuid.uuid4().hex,
-        issued_at=now,
-        expires_at=now + timedelta(seconds=decision.lifetime_seconds),
         grant_type=grant_type,
         cnf_jkt=cnf_jkt,
         audit_parameters={"cnf_jkt": cnf_jkt} if cnf_jkt else {},
