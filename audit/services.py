@@ -172,7 +172,7 @@ def append_call(values: dict) -> tuple[str, list]:
     """The ``audit_append(...)`` call for an event (PostgreSQL): SQL text and its parameters.
 
     :func:`record` runs it on its own; a caller that must write a change and its event in one statement
-    (the token endpoint's direct path) embeds it, then passes the row it returns to :func:`appended`.
+    (the token endpoint's direct path) embeds it, then passes the row it returns to :func:`check_appended`.
     """
     content = tuple(values[name] for name in chain.CONTENT)
     lanes = chain_lanes()

@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db import connections, router, transaction
 from django.http import HttpResponse
 from django.utils import timezone
-from oauth2_provider.models import get_access_token_model, set_token_value
+from oauth2_provider.models import get_access_token_model
 from oauth2_provider.oauth2_validators import _parse_and_validate_uri
 from oauth2_provider.signals import app_authorized
 
@@ -148,24 +148,7 @@ def _store(token: str, issued: issuance.Issued, application) -> None:
     """The access token (DOT's row, value hashed), its record and the audit event: all or nothing."""
     AccessToken = get_access_token_model()
     event = issuance.issue_event(issued, refresh_token_issued=False)
-    db = router.db_for_write(AccessToken)
-    if connections[db].vendor != "postgresql" or settings.AUDIT_CHECKPOINT_EVERY:
-        access_token = AccessToken(
-            user=None,
-            scope=" ".join(issued.decision.allowed),
-            expires=issued.expires_at,
-            id_token=None,
-            application=application,
-            source_refresh_token=None,
-            resource=[issued.tool_server.audience],
-        )
-        set_token_value(access_token, token)  # RFC 9700 storage: the checksum only
-        with transaction.atomic(using=db):
-            issuance_queries.insert(access_token)
-            issuance_queries.insert(issuance.token_record(access_token=access_token, issued=issued))
-            audit.record(**event, using=db)
-        return
-    # One statement; the rows' values by column, as the ORM would prepare them (no model instances).
+    # DOT's access-token row by column (what its _create_access_token stores for client credentials).
     token_columns = {
         "user_id": None,
         "source_refresh_token_id": None,
@@ -174,8 +157,16 @@ def _store(token: str, issued: issuance.Issued, application) -> None:
         "expires": issued.expires_at,
         "scope": " ".join(issued.decision.allowed),
         "resource": [issued.tool_server.audience],
-        **issuance_queries.stored_token_value(token),
+        **issuance_queries.stored_token_value(token),  # RFC 9700 storage: the checksum only
     }
+    db = router.db_for_write(AccessToken)
+    if connections[db].vendor != "postgresql" or settings.AUDIT_CHECKPOINT_EVERY:
+        access_token = AccessToken(**token_columns)
+        with transaction.atomic(using=db):
+            issuance_queries.insert(access_token)
+            issuance_queries.insert(issuance.token_record(access_token=access_token, issued=issued))
+            audit.record(**event, using=db)
+        return
     issuance_queries.insert_issued(
         token_columns, issuance.token_record_values(issued), audit.event_values(**event), using=db
     )

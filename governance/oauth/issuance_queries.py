@@ -219,7 +219,7 @@ def insert(obj: Model) -> None:
     obj._state.db = db
 
 
-# ---- the direct client-credentials path: one read, one write -------------------------------------------
+# ---- prepared statements for the direct path -------------------------------------------------------------
 def prepared_cursor(connection):
     """A cursor whose statements PostgreSQL parses and plans once per connection (prepared statements).
 
