@@ -40,7 +40,7 @@ class OrganizationAdmin(ServiceAdmin):
         )
 
 
-USER_UPDATABLE = ("email", "first_name", "last_name", "role")
+USER_UPDATABLE = ("email", "first_name", "last_name", "role", "attributes")
 
 
 class UserForm(ServiceForm):
@@ -54,6 +54,11 @@ class UserForm(ServiceForm):
     class Meta:
         model = User
         fields = "__all__"
+
+    def clean_attributes(self):
+        # An emptied box means "no attributes", not a JSON null.
+        value = self.cleaned_data.get("attributes")
+        return {} if value is None else value
 
     def clean_initial_password(self):
         password = self.cleaned_data.get("initial_password")
@@ -81,6 +86,7 @@ class UserAdmin(ServiceAdmin):
                 "role",
                 "first_name",
                 "last_name",
+                "attributes",
                 "initial_password",
             )
         return (
@@ -90,6 +96,7 @@ class UserAdmin(ServiceAdmin):
             "role",
             "first_name",
             "last_name",
+            "attributes",
             "is_active",
             "is_staff",
             "is_superuser",
@@ -131,6 +138,7 @@ class UserAdmin(ServiceAdmin):
             first_name=data.get("first_name", ""),
             last_name=data.get("last_name", ""),
             password=data.get("initial_password") or None,
+            attributes=data.get("attributes") or {},
         )
 
     def service_update(self, request, obj, form):

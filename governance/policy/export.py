@@ -95,6 +95,7 @@ def _user(user: User) -> dict:
     _put(entry, "first_name", user.first_name)
     _put(entry, "last_name", user.last_name)
     entry["role"] = user.role
+    _put(entry, "attributes", user.attributes)
     if not user.is_active:
         entry["active"] = False
     return entry

@@ -9,6 +9,7 @@ from django.core.validators import validate_email
 
 from governance.errors import InvalidInput
 from governance.keys import validate_public_jwks
+from governance.models.organizations import attribute_problems
 from governance.policy.errors import show
 from governance.policy.reader import Reader, join
 
@@ -88,3 +89,12 @@ def jwks(reader: Reader, value, path: str) -> dict | None:
         else:
             reader.fail(path, exc.message)
         return None
+
+
+def attributes(reader: Reader, value, path: str) -> dict:
+    if value is None:
+        return {}
+    problems = attribute_problems(value)
+    for name, reason in problems:
+        reader.fail(join(path, name) if name else path, reason)
+    return {} if problems else value

@@ -187,6 +187,7 @@ class Planner:
                 "first_name": spec.first_name,
                 "last_name": spec.last_name,
                 "role": spec.role,
+                "attributes": spec.attributes,
             }
             current = self.world.users.get(spec.username)
             if current is not None and (

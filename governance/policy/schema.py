@@ -52,6 +52,7 @@ class UserSpec:
     last_name: str
     role: str
     active: bool
+    attributes: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -165,7 +166,7 @@ def _organization(reader: Reader, entry: dict, path: str, default_org: str | Non
 
 
 def _user(reader: Reader, item, path: str, default_org: str | None) -> UserSpec | None:
-    allowed = {"organization", "username", "email", "first_name", "last_name", "role", "active"}
+    allowed = {"organization", "username", "email", "first_name", "last_name", "role", "active", "attributes"}
     entry = reader.mapping(item, path, allowed=allowed, required={"username"})
     if entry is None:
         return None
@@ -186,6 +187,7 @@ def _user(reader: Reader, item, path: str, default_org: str | None) -> UserSpec 
         last_name=reader.text(entry, "last_name", path, max_length=150),
         role=reader.choice(entry, "role", path, choices=list(Role.values), default=Role.MEMBER.value),
         active=reader.flag(entry, "active", path, default=True),
+        attributes=checks.attributes(reader, entry.get("attributes"), join(path, "attributes")),
     )
 
 

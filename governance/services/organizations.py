@@ -8,6 +8,7 @@ from audit import services as audit
 from audit.actions import Action
 from governance.errors import InvalidInput
 from governance.models import Organization, Role, User
+from governance.models.organizations import attribute_problems
 from governance.services._common import (
     Principal,
     apply_changes,
@@ -27,7 +28,10 @@ def organization_create(*, actor: Principal, slug: str, name: str) -> Organizati
     with database_rules(), transaction.atomic():
         organization.save()
         audit.record(
-            action=Action.ORGANIZATION_CREATED, actor=actor, organization=organization, target=organization,
+            action=Action.ORGANIZATION_CREATED,
+            actor=actor,
+            organization=organization,
+            target=organization,
             parameters={"slug": slug, "name": name},
         )
     return organization
@@ -43,8 +47,11 @@ def organization_update(*, actor: Principal, organization: Organization, name: s
         with database_rules(), transaction.atomic():
             organization.save(update_fields=list(diff))
             audit.record(
-                action=Action.ORGANIZATION_UPDATED, actor=actor, organization=organization,
-                target=organization, parameters={"changes": diff},
+                action=Action.ORGANIZATION_UPDATED,
+                actor=actor,
+                organization=organization,
+                target=organization,
+                parameters={"changes": diff},
             )
     return organization
 
@@ -59,13 +66,23 @@ def user_create(
     first_name: str = "",
     last_name: str = "",
     password: str | None = None,
+    attributes: dict[str, str | int] | None = None,
 ) -> User:
+    """A user of the organization; ``attributes`` are what capability constraints compare with."""
     ensure_can_manage(actor, organization)
     if role not in Role.values:
         raise InvalidInput(f"Unknown role {role!r}; use one of {', '.join(Role.values)}.")
+    if attributes is not None:
+        _check_attributes(attributes)
     user = User(
-        organization=organization, username=username, email=email, role=role,
-        first_name=first_name, last_name=last_name, is_staff=role == Role.ADMIN,
+        organization=organization,
+        username=username,
+        email=email,
+        role=role,
+        first_name=first_name,
+        last_name=last_name,
+        is_staff=role == Role.ADMIN,
+        attributes={} if attributes is None else attributes,
     )
     if password:
         user.set_password(password)
@@ -75,19 +92,29 @@ def user_create(
     with database_rules(), transaction.atomic():
         user.save()
         audit.record(
-            action=Action.USER_CREATED, actor=actor, organization=organization, target=user,
-            parameters={"username": username, "email": email, "role": role},
+            action=Action.USER_CREATED,
+            actor=actor,
+            organization=organization,
+            target=user,
+            parameters={"username": username, "email": email, "role": role, "attributes": user.attributes},
         )
     return user
 
 
 def user_update(*, actor: Principal, user: User, **changes) -> User:
-    """Change a user's profile or role; a role change is its own action name.  No change, nothing written."""
+    """Change a user's profile, attributes or role; a role change is its own action name.
+
+    No change, nothing written.
+    """
     ensure_can_manage_user(actor, user)
     if "role" in changes and changes["role"] not in Role.values:
         raise InvalidInput(f"Unknown role {changes['role']!r}; use one of {', '.join(Role.values)}.")
+    if "attributes" in changes:
+        _check_attributes(changes["attributes"])
     with reverted_on_error(user, [*changes, "is_staff"]):
-        diff = apply_changes(user, changes, allowed={"email", "first_name", "last_name", "role"})
+        diff = apply_changes(
+            user, changes, allowed={"email", "first_name", "last_name", "role", "attributes"}
+        )
         if not diff:
             return user
         if "role" in diff:
@@ -100,6 +127,14 @@ def user_update(*, actor: Principal, user: User, **changes) -> User:
     return user
 
 
+def _check_attributes(attributes) -> None:
+    """The attribute rule, also for the empty values (None, []) that the field's validators skip."""
+    problems = attribute_problems(attributes)
+    if problems:
+        messages = [f"{name}: {reason}" if name else reason for name, reason in problems]
+        raise InvalidInput(f"attributes: {messages[0]}", errors={"attributes": messages})
+
+
 def user_deactivate(*, actor: Principal, user: User, reason: str) -> User:
     """Block sign-in and revoke every token minted for the user, whatever the client.  Again: no-op."""
     ensure_can_manage_user(actor, user)
@@ -110,7 +145,9 @@ def user_deactivate(*, actor: Principal, user: User, reason: str) -> User:
         user.save(update_fields=["is_active"])
         revoked = revoke_user_tokens(user)
         audit.record(
-            action=Action.USER_DEACTIVATED, actor=actor, target=user,
+            action=Action.USER_DEACTIVATED,
+            actor=actor,
+            target=user,
             parameters={"reason": reason, "revoked": revoked},
         )
     return user
