@@ -122,6 +122,11 @@ STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", BASE_DIR / "staticfiles", base=BASE_DIR)
 
 LOGIN_URL = "governance:login"
+# Django's own, then the permissions that follow from a Gatehouse role (governance/permissions.py).
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "governance.permissions.RolePermissionBackend",
+]
 
 # Mail: console in the default run; the standard EMAIL_* settings otherwise.
 EMAIL_BACKEND = env.text(

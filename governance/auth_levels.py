@@ -26,10 +26,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from django.conf import settings
 from django.contrib.auth.signals import user_logged_in
 from django.dispatch import receiver
 from django.http import HttpRequest
+
+from governance.conf import gatehouse_settings
 
 ACR_PASSWORD = "urn:gatehouse:acr:pwd"
 ACR_MFA = "urn:gatehouse:acr:mfa"
@@ -46,8 +47,6 @@ SESSION_USER = "gatehouse_acr_user"
 # Sessions written by another web process with a slightly different clock must not look stale or future.
 CLOCK_SKEW_SECONDS = 5
 
-DEFAULT_STEP_UP_MAX_AGE = 300
-
 
 class Requirement(NamedTuple):
     """What an action demands: at least ``acr``, authenticated at most ``max_age`` seconds ago (None: any)."""
@@ -57,7 +56,7 @@ class Requirement(NamedTuple):
 
 
 def step_up_max_age() -> int:
-    return int(getattr(settings, "GATEHOUSE_STEP_UP_MAX_AGE_SECONDS", DEFAULT_STEP_UP_MAX_AGE))
+    return int(gatehouse_settings.STEP_UP_MAX_AGE_SECONDS)
 
 
 def rank(acr: str | None) -> int:

@@ -22,6 +22,8 @@ from django.core.cache import cache
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException, JWSEHeaderRegistry, base64url_decode
 
+from governance.conf import gatehouse_settings
+
 log = logging.getLogger(__name__)
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -49,7 +51,7 @@ class VerifiedAssertion:
 
 def assertion_audiences(path: str) -> set[str]:
     """``aud`` values a client assertion may carry: the issuer, or the endpoint (``path``) it is sent to."""
-    issuer = settings.GATEHOUSE_ISSUER
+    issuer = gatehouse_settings.ISSUER
     return {issuer, issuer + "/", issuer + "/oauth/token/", issuer + path}
 
 
@@ -85,7 +87,7 @@ def _fetch_jwks(uri: str, *, force: bool = False) -> dict:
     try:
         response = requests.get(
             uri,
-            timeout=settings.GATEHOUSE_CLIENT_JWKS_FETCH_TIMEOUT_SECONDS,
+            timeout=gatehouse_settings.CLIENT_JWKS_FETCH_TIMEOUT_SECONDS,
             allow_redirects=False,
             stream=True,
         )
@@ -102,8 +104,8 @@ def _fetch_jwks(uri: str, *, force: bool = False) -> dict:
             raise ValueError
     except ValueError:
         raise AssertionRejected("the client's jwks_uri did not answer with a JWK Set") from None
-    cache.set(cache_key, keys, settings.GATEHOUSE_CLIENT_JWKS_CACHE_SECONDS)
-    cache.set(stamp_key, time.time(), settings.GATEHOUSE_CLIENT_JWKS_CACHE_SECONDS)
+    cache.set(cache_key, keys, gatehouse_settings.CLIENT_JWKS_CACHE_SECONDS)
+    cache.set(stamp_key, time.time(), gatehouse_settings.CLIENT_JWKS_CACHE_SECONDS)
     return keys
 
 
@@ -196,13 +198,13 @@ def _check_claims(claims: dict, *, client_id: str, audiences: set[str], kid: str
     if not any(isinstance(a, str) and a in audiences for a in aud_values):
         raise AssertionRejected("aud must be the issuer or the endpoint")
     now = time.time()
-    skew = settings.GATEHOUSE_CLOCK_SKEW_SECONDS
+    skew = gatehouse_settings.CLOCK_SKEW_SECONDS
     exp = claims.get("exp")
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         raise AssertionRejected("exp is required")
     if exp <= now - skew:
         raise AssertionRejected("the assertion has expired")
-    if exp > now + settings.GATEHOUSE_CLIENT_ASSERTION_MAX_AGE_SECONDS + skew:
+    if exp > now + gatehouse_settings.CLIENT_ASSERTION_MAX_AGE_SECONDS + skew:
         raise AssertionRejected("the assertion lives too long")
     for name in ("iat", "nbf"):
         value = claims.get(name)

@@ -8,6 +8,7 @@ hidden fields of the form are the client's words, not facts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
@@ -19,11 +20,11 @@ from oauth2_provider.models import get_application_model
 
 from governance import auth_levels
 from governance.errors import GovernanceError
+from governance.mfa.guards import prompt_for
 from governance.models import Agent, Capability, ToolServer
 from governance.models.agents import AgentKind
-from governance.oauth import context as broker_context
-from governance.oauth import step_up
-from governance.oauth.scoping import BrokerRefusal, evaluate_request, parse_scope, resolve_audience
+from governance.oauth import refusals, state, step_up
+from governance.oauth.scoping import evaluate_request, parse_scope, resolve_audience
 from governance.oauth.views import AuthorizationView
 from governance.services.consent import authorization_refuse, consent_deny, grant_consent, needs_approver
 
@@ -101,6 +102,19 @@ def plan_consent(*, agent: Agent, user, tool_server: ToolServer, requested: list
         step_up = bool(capability and capability.requires_step_up)
         plan.lines.append(CapabilityLine(key=key, status=status, capability=capability, step_up=step_up))
     return plan
+
+
+def authorization_prompt(
+    request, capabilities, *, acr_values, max_age, flow: str, next_url: str
+) -> tuple[auth_levels.Requirement, Any]:
+    """(requirement, None) when the session meets it; else (requirement, the re-prompt): a code, enrolment
+    or a new sign-in, then back to ``next_url``; recorded ``step_up.required``.  Bad ``max_age``: ValueError.
+    """
+    requirement = step_up.authorization_requirement(capabilities, acr_values=acr_values, max_age=max_age)
+    if step_up.session_meets(request, requirement, flow=flow):
+        return requirement, None
+    step_up.remember_prompt(request, flow=flow)
+    return requirement, prompt_for(request, requirement, next_url=next_url)
 
 
 _REFUSAL_SENTENCES = {
@@ -195,7 +209,7 @@ class ConsentView(AuthorizationView):
             # The broker's rules for resource and scope, so the page and the token endpoint agree.
             tool_server = resolve_audience(resources, agent=agent)
             scopes = parse_scope(" ".join(scopes))
-        except BrokerRefusal as refusal:
+        except refusals.Refusal as refusal:
             raise Refusal(
                 _REFUSAL_SENTENCES.get(refusal.error, refusal.description),
                 reason=refusal.description,
@@ -242,15 +256,16 @@ class ConsentView(AuthorizationView):
         )
 
     def dispatch(self, request, *args, **kwargs):
-        token = broker_context.begin("authorize")
+        token = state.begin("authorize")
         try:
             return super().dispatch(request, *args, **kwargs)
         finally:
-            broker_context.end(token)
+            state.end(token)
 
     def _audit_oauth_error(self, error: OAuthToolkitError, *, client_id: str, resources: list[str], scopes):
-        trace = broker_context.trace()
-        if trace.recorded:  # the broker already wrote the event (an elevation attempt)
+        trace = state.current()
+        if trace.refusal is not None:  # a rule named the event (an elevation attempt): that one
+            refusals.record(trace.refusal)
             return
         authorization_refuse(
             actor=self.request.user,
@@ -326,9 +341,9 @@ class ConsentView(AuthorizationView):
     # --- step-up: acr_values, max_age and what the capabilities need ---------------------------------------
     def _step_up(self, *, acr_values, max_age, client_id: str, code_challenge: str, next_url: str):
         """None when the session is strong and fresh enough, else the re-prompt (see
-        :func:`step_up.authorization_prompt`); raises :class:`Refusal` for a malformed ``max_age``."""
+        :func:`authorization_prompt`); raises :class:`Refusal` for a malformed ``max_age``."""
         try:
-            self.requirement, prompt = step_up.authorization_prompt(
+            self.requirement, prompt = authorization_prompt(
                 self.request,
                 self.plan.capabilities(GRANTED, CONSENT),
                 acr_values=acr_values,
@@ -377,7 +392,11 @@ class ConsentView(AuthorizationView):
             )
         except Refusal as refusal:
             return self._refuse(
-                refusal, client_id=client_id, resources=resources, scopes=scopes, redirect_uri=None,
+                refusal,
+                client_id=client_id,
+                resources=resources,
+                scopes=scopes,
+                redirect_uri=None,
                 state=None,
             )
         if prompt is not None:

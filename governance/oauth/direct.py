@@ -35,9 +35,11 @@ from oauth2_provider.signals import app_authorized
 
 from audit import services as audit
 from governance import auth_levels
+from governance.conf import gatehouse_settings
 from governance.models.agents import AgentKind, AgentStatus, TokenEndpointAuthMethod
 from governance.oauth import client_auth, issuance, issuance_queries
-from governance.oauth.scoping import MAX_RESOURCE_LENGTH, MAX_SCOPE_LENGTH, MAX_SCOPES, decide
+from governance.oauth.params import MAX_RESOURCE_LENGTH, MAX_SCOPE_LENGTH, MAX_SCOPES
+from governance.oauth.scoping import decide
 
 GRANT_TYPE = "client_credentials"
 # A request with any other parameter is not the common one: the general path decides what it means.
@@ -48,7 +50,7 @@ PARAMETERS = frozenset(
 
 def issue(request) -> HttpResponse | None:
     """The token response for a client-credentials request that passes every check, else None."""
-    if not settings.GATEHOUSE_TOKEN_DIRECT_PATH or not _common_shape(request):
+    if not gatehouse_settings.TOKEN_DIRECT_PATH or not _common_shape(request):
         return None
     params = {key: values[0] for key, values in request.POST.lists()}
     if (

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.core.cache import caches
 from django.utils.crypto import salted_hmac
 from jwcrypto import jwk, jws
 from jwcrypto.common import base64url_decode, base64url_encode
+
+from governance.conf import gatehouse_settings
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def _nonce_for_window(window: int) -> str:
 
 
 def _nonce_window(at: float) -> int:
-    return int(at // settings.GATEHOUSE_DPOP_NONCE_LIFETIME_SECONDS)
+    return int(at // gatehouse_settings.DPOP_NONCE_LIFETIME_SECONDS)
 
 
 def issue_nonce(*, at: float | None = None) -> str:
@@ -283,14 +284,14 @@ def _claims(payload: dict[str, Any]) -> tuple[str, str, str, int]:
 
 def _replay_timeout() -> int:
     # A proof stays acceptable from iat - future skew to iat + past window; keep its jti for all of it.
-    return settings.GATEHOUSE_DPOP_IAT_WINDOW_SECONDS + settings.GATEHOUSE_DPOP_IAT_FUTURE_SECONDS + 1
+    return gatehouse_settings.DPOP_IAT_WINDOW_SECONDS + gatehouse_settings.DPOP_IAT_FUTURE_SECONDS + 1
 
 
 def _remember_jti(jkt: str, jti: str) -> None:
     """Record (jkt, jti) once; refuse a repeat, and refuse when the cache cannot answer (fail closed)."""
     key = "dpop:jti:" + hashlib.sha256(f"{jkt}\x00{jti}".encode()).hexdigest()
     try:
-        added = caches[settings.GATEHOUSE_DPOP_REPLAY_CACHE].add(key, 1, _replay_timeout())
+        added = caches[gatehouse_settings.DPOP_REPLAY_CACHE].add(key, 1, _replay_timeout())
     except Exception as exc:  # the cache backend's own errors (redis.ConnectionError, timeouts, ...)
         logger.warning("DPoP replay cache unavailable (%s); proof refused", type(exc).__name__)
         raise DPoPError("replay_cache_unavailable") from None
@@ -346,8 +347,8 @@ def verify_proof(
     if expected_htu is None or claimed_htu is None or claimed_htu != expected_htu:
         raise DPoPError("htu")
     now = time.time()
-    earliest = now - settings.GATEHOUSE_DPOP_IAT_WINDOW_SECONDS
-    latest = now + settings.GATEHOUSE_DPOP_IAT_FUTURE_SECONDS
+    earliest = now - gatehouse_settings.DPOP_IAT_WINDOW_SECONDS
+    latest = now + gatehouse_settings.DPOP_IAT_FUTURE_SECONDS
     if not earliest <= iat <= latest:
         raise DPoPError("iat")
     if ("nonce" in payload or nonce_required) and not nonce_is_valid(payload.get("nonce", ""), at=now):

@@ -15,25 +15,20 @@ normal Gatehouse access token with ``sub`` = that user, ``client_id`` = the acto
 * a DPoP-bound subject (or actor) token needs a proof by the same key; the new token is bound to the proof.
 
 Refusals are RFC 6749 JSON with the codes of RFC 8693 §2.2.2: a subject or actor token that is invalid or
-unacceptable by policy is ``invalid_request``, an unusable target ``invalid_target``.
+unacceptable by policy is ``invalid_request``, an unusable target ``invalid_target``.  Rules only: the
+grant handler oauthlib dispatches to is :class:`governance.oauth.grants.TokenExchangeGrant`.
 """
 
 from __future__ import annotations
 
-import json
-
 from django.utils import timezone
-from oauthlib.oauth2.rfc6749 import errors
-from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 
 from audit.actions import Action
 from governance.models import Agent, Grant, TokenRecord, ToolServer
 from governance.models.agents import AgentKind
-from governance.oauth import context, issuance, step_up
-from governance.oauth.events import record_refusal
+from governance.oauth import issuance, step_up
 from governance.oauth.exchange_tokens import (
-    ACCESS_TOKEN_TYPE,
-    SINGLE_VALUED,
+    GRANT_TYPE,
     ActiveToken,
     actor_chain,
     actor_token,
@@ -43,141 +38,101 @@ from governance.oauth.exchange_tokens import (
     refuse_request,
     subject_token,
 )
-from governance.oauth.scoping import (
-    BrokerRefusal,
-    ScopeDecision,
-    evaluate_request,
-    parse_scope,
-    resolve_audience,
-)
+from governance.oauth.refusals import Refusal, RefusalEvent
+from governance.oauth.scoping import ScopeDecision, evaluate_request, parse_scope, resolve_audience
+from governance.oauth.state import BrokerRequest
 
-GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
+__all__ = ["GRANT_TYPE", "decide"]
 
 
-class TokenExchangeGrant(GrantTypeBase):
-    """The grant type oauthlib dispatches ``urn:ietf:params:oauth:grant-type:token-exchange`` to."""
-
-    def create_token_response(self, request, token_handler):
-        headers = self._get_default_headers()
-        try:
-            self.validate_token_request(request)
-        except errors.OAuth2Error as exc:
-            headers.update(exc.headers)
-            return headers, exc.json, exc.status_code
-        token = token_handler.create_token(request, refresh_token=False)
-        token.pop("refresh_token", None)
-        token["issued_token_type"] = ACCESS_TOKEN_TYPE  # token_type (Bearer or DPoP) is the token handler's
-        self.request_validator.save_token(token, request)
-        return headers, json.dumps(token), 200
-
-    # ---- the request: client, shape, tokens, proof, target, permission, scope, lifetime ------------------
-    def validate_token_request(self, request) -> None:
-        if request.grant_type != GRANT_TYPE:
-            raise errors.UnsupportedGrantTypeError(request=request)
-        # A backstop: the view already refuses repeats, which DOT would otherwise reduce to the last value.
-        for name in SINGLE_VALUED:
-            if name in request.duplicate_params:
-                raise refuse_request(
-                    "invalid_request",
-                    "A parameter that may appear once was repeated.",
-                    request,
-                    reason="repeated parameter",
-                )
-        # The actor always authenticates itself (private_key_jwt, or its configured secret method).
-        if not self.request_validator.authenticate_client(request):
-            context.note(reason=context.trace().reason or "client authentication failed")
-            raise errors.InvalidClientError(request=request)
-        request.client_id = request.client_id or request.client.client_id
-        if not self.request_validator.validate_grant_type(
-            request.client_id, request.grant_type, request.client, request
-        ):
-            raise errors.UnauthorizedClientError(request=request)
-        actor = issuance._agent(request)
-        if actor.kind != AgentKind.INTERACTIVE:
-            raise refuse_request(
-                "unauthorized_client",
-                "Only an interactive agent acts on behalf of a user.",
-                request,
-                reason="a background agent may not act for a user",
-            )
-        params = parameters(request)
-        subject = subject_token(params["subject_token"], request, actor=actor)
-        actor_record = None
-        if params.get("actor_token"):
-            actor_record = actor_token(params["actor_token"], request, actor=actor)
-        proof = dpop_proof(request, actor=actor, subject=subject.record, actor_record=actor_record)
-        target = self._target(request, actor=actor)
-        decision = self._decide(request, actor=actor, subject=subject, target=target, params=params)
-        self._prepare(
-            request,
-            actor=actor,
-            subject=subject.record,
-            actor_record=actor_record,
-            target=target,
-            decision=decision,
-            cnf_jkt=proof.jkt if proof is not None else "",
+def decide(
+    state: BrokerRequest, *, actor: Agent, body: list[tuple[str, str]], headers: list[str], method: str
+) -> issuance.Issued:
+    """The exchange for the authenticated, active ``actor``: subject and actor tokens, proof, target,
+    permission, scope and lifetime, in that order; raises :class:`Refusal`.  What it learns on the way (the
+    user, the audience, the capabilities asked) goes on ``state`` for the audit."""
+    if actor.kind != AgentKind.INTERACTIVE:
+        raise refuse_request(
+            "unauthorized_client",
+            "Only an interactive agent acts on behalf of a user.",
+            reason="a background agent may not act for a user",
         )
+    params = parameters(body)
+    subject = subject_token(params["subject_token"], state, actor=actor)
+    actor_record = None
+    if params.get("actor_token"):
+        actor_record = actor_token(params["actor_token"], actor=actor)
+    proof = dpop_proof(
+        state, headers=headers, method=method, actor=actor, subject=subject.record, actor_record=actor_record
+    )
+    target = _target(state, body, actor=actor)
+    decision = _decide(state, actor=actor, subject=subject, target=target, params=params)
+    return _prepare(
+        state,
+        actor=actor,
+        subject=subject.record,
+        actor_record=actor_record,
+        target=target,
+        decision=decision,
+        cnf_jkt=proof.jkt if proof is not None else "",
+    )
 
-    def _target(self, request, *, actor: Agent) -> ToolServer:
-        """``resource`` and ``audience`` together must name exactly one registered tool server."""
-        named = body_values(request, "resource") + body_values(request, "audience")
-        try:
-            target = resolve_audience(named, agent=actor)
-        except BrokerRefusal as refusal:
-            context.note(reason=refusal.description)
-            raise issuance.oauth_error(refusal, request) from None
-        context.note(audience=target.audience)
-        return target
 
-    def _authorize_actor(
-        self, request, *, actor: Agent, subject: ActiveToken, target: ToolServer, covered: bool
-    ) -> None:
-        """The classic bug is an exchange that ignores who asks: the actor needs its own permission.
+def _target(state: BrokerRequest, body: list[tuple[str, str]], *, actor: Agent) -> ToolServer:
+    """``resource`` and ``audience`` together must name exactly one registered tool server."""
+    named = body_values(body, "resource") + body_values(body, "audience")
+    target = resolve_audience(named, agent=actor)
+    state.audience = target.audience
+    return target
 
-        ``covered``: some grant for (user, actor) on the target already covers a requested capability.
-        """
-        client_id = actor.application.client_id
-        may_act = subject.claims.get("may_act")
-        if isinstance(may_act, dict) and may_act.get("sub") == client_id:
-            request.gatehouse_permission = "may_act"
-            return
-        granted = (
-            covered
-            or Grant.objects.active()
-            .filter(agent=actor, user=subject.record.user, capability__tool_server=target)
-            .exists()
+
+def _authorize_actor(actor: Agent, *, subject: ActiveToken, target: ToolServer, covered: bool) -> str:
+    """The classic bug is an exchange that ignores who asks: the actor needs its own permission.
+
+    ``covered``: some grant for (user, actor) on the target already covers a requested capability.
+    Returns how the actor may act: "may_act" (the subject token names it) or "grant".
+    """
+    client_id = actor.application.client_id
+    may_act = subject.claims.get("may_act")
+    if isinstance(may_act, dict) and may_act.get("sub") == client_id:
+        return "may_act"
+    granted = (
+        covered
+        or Grant.objects.active()
+        .filter(agent=actor, user=subject.record.user, capability__tool_server=target)
+        .exists()
+    )
+    if not granted:
+        raise refuse_request(
+            "invalid_request",
+            "This client may not act for the subject.",
+            reason="no may_act naming the actor and no grant for this user and actor on the audience",
         )
-        if not granted:
-            raise refuse_request(
-                "invalid_request",
-                "This client may not act for the subject.",
-                request,
-                reason="no may_act naming the actor and no grant for this user and actor on the audience",
-            )
-        request.gatehouse_permission = "grant"
+    return "grant"
 
-    def _decide(
-        self, request, *, actor: Agent, subject: ActiveToken, target: ToolServer, params: dict
-    ) -> ScopeDecision:
-        """Only narrowing: the subject token's scope ∩ the actor's grants for this user on the target."""
-        record = subject.record
-        try:
-            requested = parse_scope(params.get("scope"))
-        except BrokerRefusal as refusal:
-            raise refuse_request(
-                "invalid_scope", refusal.description, request, reason=refusal.description
-            ) from None
-        held = record.capability_keys
-        explicit = bool(requested)
-        candidates = requested if explicit else held
-        context.note(capabilities=candidates)
-        decision = evaluate_request(agent=actor, user=record.user, audience=target, requested=candidates)
-        self._authorize_actor(
-            request, actor=actor, subject=subject, target=target, covered=bool(decision.grants)
-        )
-        allowed = [key for key in decision.allowed if key in held]
-        if explicit and len(allowed) != len(decision.requested):
-            record_refusal(
+
+def _decide(
+    state: BrokerRequest, *, actor: Agent, subject: ActiveToken, target: ToolServer, params: dict
+) -> ScopeDecision:
+    """Only narrowing: the subject token's scope ∩ the actor's grants for this user on the target."""
+    record = subject.record
+    try:
+        requested = parse_scope(params.get("scope"))
+    except Refusal as refusal:
+        raise refuse_request("invalid_scope", refusal.description, reason=refusal.description) from None
+    held = record.capability_keys
+    explicit = bool(requested)
+    candidates = requested if explicit else held
+    state.capabilities = list(candidates)
+    decision = evaluate_request(agent=actor, user=record.user, audience=target, requested=candidates)
+    state.permission = _authorize_actor(actor, subject=subject, target=target, covered=bool(decision.grants))
+    allowed = [key for key in decision.allowed if key in held]
+    if explicit and len(allowed) != len(decision.requested):
+        raise Refusal(
+            "invalid_scope",
+            "The requested capabilities exceed the subject token or the actor's grants.",
+            reason="capabilities beyond the subject token or the actor's grants were requested",
+            event=RefusalEvent(
                 action=Action.ELEVATION_ATTEMPTED,
                 error="invalid_scope",
                 agent=actor,
@@ -193,87 +148,74 @@ class TokenExchangeGrant(GrantTypeBase):
                     "subject_scope": held,
                     "actor_chain": [actor.application.client_id, *actor_chain(record.act)],
                 },
-            )
-            context.note(recorded=True)
-            raise refuse_request(
-                "invalid_scope",
-                "The requested capabilities exceed the subject token or the actor's grants.",
-                request,
-                reason="capabilities beyond the subject token or the actor's grants were requested",
-            )
-        if not allowed:
-            raise refuse_request(
-                "invalid_scope",
-                "No capability of the subject token is granted to this client on the target.",
-                request,
-                reason="the subject token and the actor's grants have no capability in common",
-            )
-        if explicit:
-            return decision
-        return ScopeDecision(
-            requested=allowed,
-            allowed=allowed,
-            lifetime_seconds=decision.lifetime_seconds,
-            grants=[g for g in decision.grants if g.capability.key in allowed],
+            ),
         )
+    if not allowed:
+        raise refuse_request(
+            "invalid_scope",
+            "No capability of the subject token is granted to this client on the target.",
+            reason="the subject token and the actor's grants have no capability in common",
+        )
+    if explicit:
+        return decision
+    return ScopeDecision(
+        requested=allowed,
+        allowed=allowed,
+        lifetime_seconds=decision.lifetime_seconds,
+        grants=[g for g in decision.grants if g.capability.key in allowed],
+    )
 
-    def _prepare(
-        self,
-        request,
-        *,
-        actor: Agent,
-        subject: TokenRecord,
-        actor_record: TokenRecord | None,
-        target: ToolServer,
-        decision: ScopeDecision,
-        cnf_jkt: str,
-    ) -> None:
-        now = timezone.now()
-        remaining = int((subject.expires_at - now).total_seconds())
-        lifetime = min(decision.lifetime_seconds, remaining)
-        if lifetime <= 0:
-            raise refuse_request(
-                "invalid_request",
-                "The subject token is not active.",
-                request,
-                reason="the subject token expires now",
-            )
-        decision.lifetime_seconds = lifetime
-        client_id = actor.application.client_id
-        act = {"sub": client_id}
-        if subject.act:
-            act["act"] = subject.act
-        audit_parameters = {
-            "subject_jti": subject.jti,
-            "subject_audience": subject.audience,
-            "subject_client_id": subject.client_id,
-            "actor_chain": actor_chain(act),
-            "permission": request.gatehouse_permission,
-            "dpop_bound": bool(cnf_jkt),
-        }
-        if actor_record is not None:
-            audit_parameters["actor_jti"] = actor_record.jti
-        request.user = subject.user
-        request.scopes = decision.allowed
-        request.resource = [target.audience]
-        request.gatehouse = issuance.Issued.starting(
-            now=now,
-            lifetime=lifetime,
-            agent=actor,
-            user=subject.user,
-            tool_server=target,
-            decision=decision,
-            grant_type=GRANT_TYPE,
-            act=act,
-            cnf_jkt=cnf_jkt,
-            action=Action.TOKEN_EXCHANGED,
-            audit_parameters=audit_parameters,
+
+def _prepare(
+    state: BrokerRequest,
+    *,
+    actor: Agent,
+    subject: TokenRecord,
+    actor_record: TokenRecord | None,
+    target: ToolServer,
+    decision: ScopeDecision,
+    cnf_jkt: str,
+) -> issuance.Issued:
+    now = timezone.now()
+    remaining = int((subject.expires_at - now).total_seconds())
+    lifetime = min(decision.lifetime_seconds, remaining)
+    if lifetime <= 0:
+        raise refuse_request(
+            "invalid_request", "The subject token is not active.", reason="the subject token expires now"
         )
-        # Step-up: the subject token's acr/auth_time travel on (an exchange authenticates nobody) and must
-        # still meet the target capabilities, freshness included.
-        step_up.enforce(
-            request,
-            request.gatehouse,
-            authentication=step_up.UserAuthentication(acr=subject.acr, auth_time=subject.auth_time),
-            check_age=True,
-        )
+    decision.lifetime_seconds = lifetime
+    client_id = actor.application.client_id
+    act = {"sub": client_id}
+    if subject.act:
+        act["act"] = subject.act
+    audit_parameters = {
+        "subject_jti": subject.jti,
+        "subject_audience": subject.audience,
+        "subject_client_id": subject.client_id,
+        "actor_chain": actor_chain(act),
+        "permission": state.permission,
+        "dpop_bound": bool(cnf_jkt),
+    }
+    if actor_record is not None:
+        audit_parameters["actor_jti"] = actor_record.jti
+    issued = issuance.Issued.starting(
+        now=now,
+        lifetime=lifetime,
+        agent=actor,
+        user=subject.user,
+        tool_server=target,
+        decision=decision,
+        grant_type=GRANT_TYPE,
+        act=act,
+        cnf_jkt=cnf_jkt,
+        action=Action.TOKEN_EXCHANGED,
+        audit_parameters=audit_parameters,
+    )
+    # Step-up: the subject token's acr/auth_time travel on (an exchange authenticates nobody) and must
+    # still meet the target capabilities, freshness included.
+    step_up.enforce(
+        issued,
+        authentication=step_up.UserAuthentication(acr=subject.acr, auth_time=subject.auth_time),
+        check_age=True,
+    )
+    return issued

@@ -1,7 +1,7 @@
 """The incoming side of a token exchange: parameters, the subject and actor tokens, the DPoP proof.
 
-Each function raises an oauthlib error (fixed text; the reason goes to the broker trace for the audit) or
-returns what it validated.  Tokens are validated by introspection's own code, never a copy of it.
+Each function raises a :class:`Refusal` (fixed text; the reason goes to the audit only) or returns what it
+validated.  Tokens are validated by the same code as introspection (:mod:`governance.oauth.tokens`).
 """
 
 from __future__ import annotations
@@ -9,26 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jwcrypto.common import JWException
-from oauthlib.oauth2.rfc6749 import errors
 
+from governance.conf import TOKEN_EXCHANGE
 from governance.models import Agent, TokenRecord
-from governance.oauth import context, introspection, jwt_tokens
+from governance.oauth import jwt_tokens, token_dpop, tokens
 from governance.oauth.dpop import DPoPError, DPoPProof
-from governance.oauth.dpop_http import DPoPProofRefused, refuse, token_endpoint_proof
+from governance.oauth.refusals import Refusal
+from governance.oauth.state import BrokerRequest
 
+GRANT_TYPE = TOKEN_EXCHANGE
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 # Gatehouse access tokens are JWTs, so either identifier describes them.
 ACCEPTED_TOKEN_TYPES = (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE)
-SINGLE_VALUED = (
-    "grant_type",
-    "scope",
-    "subject_token",
-    "subject_token_type",
-    "actor_token",
-    "actor_token_type",
-    "requested_token_type",
-)
 # A delegation chain longer than this is refused: every link is an agent acting for an agent.
 MAX_ACTOR_CHAIN = 5
 
@@ -50,38 +43,24 @@ def actor_chain(act: dict | None) -> list[str]:
     return chain
 
 
-def refuse_request(error: str, description: str, request, *, reason: str) -> errors.OAuth2Error:
+def refuse_request(error: str, description: str, *, reason: str) -> Refusal:
     """An RFC 6749 error with fixed text; the reason goes to the audit event only."""
-    context.note(reason=reason)
-    if error == "invalid_request":
-        return errors.InvalidRequestError(description=description, request=request)
-    if error == "invalid_scope":
-        return errors.InvalidScopeError(description=description, request=request)
-    if error == "unauthorized_client":
-        return errors.UnauthorizedClientError(description=description, request=request)
-    return errors.CustomOAuth2Error(error=error, description=description, request=request)
+    return Refusal(error, description, reason=reason)
 
 
-def body(request) -> dict[str, str]:
-    return {key: value for key, value in (request.decoded_body or [])}
+def body_values(body: list[tuple[str, str]], name: str) -> list[str]:
+    return [value for key, value in body if key == name]
 
 
-def body_values(request, name: str) -> list[str]:
-    return [value for key, value in (request.decoded_body or []) if key == name]
-
-
-def parameters(request) -> dict[str, str]:
+def parameters(body: list[tuple[str, str]]) -> dict[str, str]:
     """The exchange's parameters, from the body only, in the shapes RFC 8693 §2.1 allows."""
-    params = body(request)
+    params = dict(body)
     if not params.get("subject_token"):
-        raise refuse_request(
-            "invalid_request", "subject_token is required.", request, reason="no subject_token"
-        )
+        raise refuse_request("invalid_request", "subject_token is required.", reason="no subject_token")
     if params.get("subject_token_type") not in ACCEPTED_TOKEN_TYPES:
         raise refuse_request(
             "invalid_request",
             "subject_token_type must name an access token issued here.",
-            request,
             reason="unsupported subject_token_type",
         )
     has_actor_token = bool(params.get("actor_token"))
@@ -89,14 +68,12 @@ def parameters(request) -> dict[str, str]:
         raise refuse_request(
             "invalid_request",
             "actor_token and actor_token_type go together.",
-            request,
             reason="actor_token without actor_token_type, or the reverse",
         )
     if has_actor_token and params["actor_token_type"] not in ACCEPTED_TOKEN_TYPES:
         raise refuse_request(
             "invalid_request",
             "actor_token_type must name an access token issued here.",
-            request,
             reason="unsupported actor_token_type",
         )
     requested_type = params.get("requested_token_type")
@@ -104,7 +81,6 @@ def parameters(request) -> dict[str, str]:
         raise refuse_request(
             "invalid_request",
             "Only access tokens are issued by token exchange.",
-            request,
             reason="unsupported requested_token_type",
         )
     return params
@@ -112,8 +88,8 @@ def parameters(request) -> dict[str, str]:
 
 def active_token(value: str) -> ActiveToken | None:
     """An active Gatehouse access token (introspection's rules) and its verified claims."""
-    record = introspection.find_record(value)
-    if record is None or not introspection.still_valid(record):
+    record = tokens.find_record(value)
+    if record is None or not tokens.still_valid(record):
         return None
     try:
         claims = jwt_tokens.verify(value, audience=record.audience)
@@ -124,45 +100,40 @@ def active_token(value: str) -> ActiveToken | None:
     return ActiveToken(record=record, claims=claims)
 
 
-def subject_token(value: str, request, *, actor: Agent) -> ActiveToken:
+def subject_token(value: str, state: BrokerRequest, *, actor: Agent) -> ActiveToken:
     """The subject token: active, naming a user of the actor's organization, with a short enough chain."""
     subject = active_token(value)
     if subject is None:
         raise refuse_request(
             "invalid_request",
             "The subject token is not active.",
-            request,
             reason="subject token unknown, expired, revoked, tampered or no longer covered",
         )
     record = subject.record
-    context.note(user=record.user)
-    request.user = record.user
+    state.user = record.user
     if record.user is None:
         # A background agent's token names no user; narrowing it is a client-credentials request.
         raise refuse_request(
             "invalid_request",
             "The subject token does not act for a user.",
-            request,
             reason="the subject token has no user",
         )
     if record.user.organization_id != actor.organization_id:
         raise refuse_request(
             "invalid_request",
             "The subject token is not acceptable for this client.",
-            request,
             reason="the subject token's user is in another organization",
         )
     if len(actor_chain(record.act)) >= MAX_ACTOR_CHAIN:
         raise refuse_request(
             "invalid_request",
             "The delegation chain is too long.",
-            request,
             reason="actor chain too long",
         )
     return subject
 
 
-def actor_token(value: str, request, *, actor: Agent) -> TokenRecord:
+def actor_token(value: str, *, actor: Agent) -> TokenRecord:
     """The optional actor token must be active and name the authenticated client."""
     validated = active_token(value)
     client_id = actor.application.client_id
@@ -170,14 +141,19 @@ def actor_token(value: str, request, *, actor: Agent) -> TokenRecord:
         raise refuse_request(
             "invalid_request",
             "The actor token is not acceptable.",
-            request,
             reason="actor token inactive or naming another client",
         )
     return validated.record
 
 
 def dpop_proof(
-    request, *, actor: Agent, subject: TokenRecord, actor_record: TokenRecord | None
+    state: BrokerRequest,
+    *,
+    headers: list[str],
+    method: str,
+    actor: Agent,
+    subject: TokenRecord,
+    actor_record: TokenRecord | None,
 ) -> DPoPProof | None:
     """A bound subject or actor token needs a proof by its key, as does an agent that requires DPoP."""
     bound = {r.cnf_jkt for r in (subject, actor_record) if r is not None and r.cnf_jkt}
@@ -185,12 +161,11 @@ def dpop_proof(
         raise refuse_request(
             "invalid_request",
             "The subject and actor tokens are bound to different keys.",
-            request,
             reason="subject and actor tokens bound to different keys",
         )
     expected = next(iter(bound), None)
     try:
-        proof = token_endpoint_proof(request, expected_jkt=expected)
+        proof = token_dpop.token_proof(state, headers=headers, method=method, expected_jkt=expected)
         if proof is None and (expected is not None or actor.dpop_bound_tokens_required):
             raise DPoPError("missing")
     except DPoPError as exc:
@@ -200,6 +175,7 @@ def dpop_proof(
             binding = "actor_token"
         else:
             binding = "agent_requires_dpop" if actor.dpop_bound_tokens_required else ""
-        refuse(exc, request, agent=actor, binding=binding)  # one dpop.proof_refused event
-        raise DPoPProofRefused(exc, request=request) from None
+        raise token_dpop.refusal(
+            exc, grant_type=GRANT_TYPE, agent=actor, user=subject.user, binding=binding
+        ) from None
     return proof

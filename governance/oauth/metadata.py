@@ -6,29 +6,28 @@ constant the code enforces.  ``issuer`` is ``GATEHOUSE_ISSUER`` byte for byte (c
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import JsonResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from governance import auth_levels
+from governance.conf import gatehouse_settings
 from governance.models.agents import TokenEndpointAuthMethod
 from governance.oauth import signing_keys
 from governance.oauth.client_auth import SIGNING_ALG_VALUES
 from governance.oauth.dpop import DPOP_SIGNING_ALGS
-from governance.oauth.server import GRANT_TYPES_SUPPORTED
-from governance.oauth.views import oauth_endpoint
+from governance.oauth.endpoint import oauth_endpoint
 
 
 def _url(name: str) -> str:
-    return settings.GATEHOUSE_ISSUER + reverse(name)
+    return gatehouse_settings.ISSUER + reverse(name)
 
 
 def metadata_document() -> dict:
     client_methods = [m.value for m in TokenEndpointAuthMethod]
     confidential_methods = [m for m in client_methods if m != TokenEndpointAuthMethod.NONE]
     return {
-        "issuer": settings.GATEHOUSE_ISSUER,
+        "issuer": gatehouse_settings.ISSUER,
         "authorization_endpoint": _url("oauth:authorize"),
         "token_endpoint": _url("oauth:token"),
         "jwks_uri": _url("oauth:jwks"),
@@ -37,7 +36,7 @@ def metadata_document() -> dict:
         "introspection_endpoint": _url("oauth:introspect"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": GRANT_TYPES_SUPPORTED,
+        "grant_types_supported": list(gatehouse_settings.TOKEN_GRANT_TYPES),
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": client_methods,
         "token_endpoint_auth_signing_alg_values_supported": SIGNING_ALG_VALUES,
@@ -64,7 +63,7 @@ def _metadata(request):
 @require_GET
 def _jwks(request):
     response = JsonResponse(signing_keys.jwks())
-    response["Cache-Control"] = f"public, max-age={settings.GATEHOUSE_JWKS_MAX_AGE_SECONDS}"
+    response["Cache-Control"] = f"public, max-age={gatehouse_settings.JWKS_MAX_AGE_SECONDS}"
     response["Access-Control-Allow-Origin"] = "*"
     return response
 

@@ -28,11 +28,12 @@ from oauth2_provider.models import get_application_model
 from audit import services as audit
 from audit.actions import Action, ActorType
 from audit.services import Actor
+from governance.conf import gatehouse_settings
 from governance.errors import InvalidInput
 from governance.keys import validate_public_jwks
 from governance.models import Agent, Capability, InitialAccessToken, Organization, Role, User
 from governance.models.agents import AgentKind, AgentStatus, TokenEndpointAuthMethod
-from governance.oauth.views import oauth_endpoint, oauth_error
+from governance.oauth.endpoint import oauth_endpoint, oauth_error
 
 MAX_BODY = 16 * 1024
 MAX_REDIRECT_URIS = 10
@@ -132,14 +133,14 @@ def _organization_and_owner(iat: InitialAccessToken | None) -> tuple[Organizatio
     organization = (
         iat.organization
         if iat
-        else Organization.objects.filter(slug=settings.GATEHOUSE_DCR_ORGANIZATION or None).first()
+        else Organization.objects.filter(slug=gatehouse_settings.DCR_ORGANIZATION or None).first()
     )
     if organization is None:
         raise RegistrationError("invalid_client_metadata", "Open registration is not configured here.", 403)
     owners = User.objects.filter(organization=organization, is_active=True)
     owner = (
-        owners.filter(username=settings.GATEHOUSE_DCR_OWNER).first()
-        if settings.GATEHOUSE_DCR_OWNER
+        owners.filter(username=gatehouse_settings.DCR_OWNER).first()
+        if gatehouse_settings.DCR_OWNER
         else owners.filter(role=Role.ADMIN).order_by("pk").first()
     )
     if owner is None:
@@ -149,7 +150,7 @@ def _organization_and_owner(iat: InitialAccessToken | None) -> tuple[Organizatio
 
 def client_register(*, actor: Actor, metadata: dict, initial_access_token: str | None) -> Registered:
     """Register a client: DOT application, agent (pending or active), one ``client.registered`` event."""
-    if initial_access_token is None and not settings.GATEHOUSE_DCR_OPEN:
+    if initial_access_token is None and not gatehouse_settings.DCR_OPEN:
         raise RegistrationError("invalid_token", "An initial access token is required.", 401)
     clean = validate_metadata(metadata)
     Application = get_application_model()

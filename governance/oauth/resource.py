@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from governance import auth_levels
 from governance.oauth.dpop import DPOP_SIGNING_ALGS, DPoPError, DPoPProof, verify_proof
 
 INVALID_TOKEN = "invalid_token"
@@ -150,8 +151,6 @@ def check_step_up(
     key-bound token, else ``Bearer``.  Whether the token is active and carries the capability is checked
     before this, by introspection and the scope check.
     """
-    from governance import auth_levels
-
     if not getattr(capability, "requires_step_up", False):
         return None
     window = auth_levels.step_up_max_age() if max_age is None else max_age

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from oauth2_provider.scopes import BaseScopes
 
-from governance.models import Agent, Capability
-
-
-def agent_for(application) -> Agent | None:
-    if application is None:
-        return None
-    try:
-        return application.agent
-    except Agent.DoesNotExist:
-        return None
+from governance.models import Capability
+from governance.oauth.principals import agent_for
 
 
 class CapabilityScopes(BaseScopes):

@@ -10,26 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.utils import timezone
 
+from governance.conf import gatehouse_settings
 from governance.models import Agent, Capability, Grant, ToolServer, User
 from governance.models.agents import AgentKind
 from governance.oauth import issuance_queries
-
-MAX_SCOPE_LENGTH = 2000
-MAX_SCOPES = 50
-MAX_RESOURCE_LENGTH = 500
-
-
-class BrokerRefusal(Exception):
-    """An OAuth error decided by the broker; ``description`` is fixed text, never request data."""
-
-    def __init__(self, error: str, description: str, **details):
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.details = details
+from governance.oauth.params import MAX_RESOURCE_LENGTH, MAX_SCOPE_LENGTH, MAX_SCOPES
+from governance.oauth.refusals import Refusal
 
 
 @dataclass
@@ -55,7 +43,7 @@ class ScopeDecision:
 
 
 def default_lifetime() -> int:
-    return int(settings.GATEHOUSE_DEFAULT_TOKEN_LIFETIME.total_seconds())
+    return int(gatehouse_settings.DEFAULT_TOKEN_LIFETIME.total_seconds())
 
 
 def evaluate_request(
@@ -166,10 +154,10 @@ def parse_scope(scope: str | None) -> list[str]:
     if not scope:
         return []
     if len(scope) > MAX_SCOPE_LENGTH:
-        raise BrokerRefusal("invalid_scope", "The scope parameter is too long.")
+        raise Refusal("invalid_scope", "The scope parameter is too long.")
     keys = scope.split()
     if len(keys) > MAX_SCOPES:
-        raise BrokerRefusal("invalid_scope", "Too many scopes were requested.")
+        raise Refusal("invalid_scope", "Too many scopes were requested.")
     return keys
 
 
@@ -177,14 +165,12 @@ def _one_resource(resources: list[str]) -> str:
     """RFC 8707 shape: exactly one ``resource`` of bounded length (no query)."""
     resources = list(dict.fromkeys(r for r in resources if r))
     if not resources:
-        raise BrokerRefusal(
-            "invalid_target", "A resource parameter naming one registered tool server is required."
-        )
+        raise Refusal("invalid_target", "A resource parameter naming one registered tool server is required.")
     if len(resources) > 1:
-        raise BrokerRefusal("invalid_target", "A token is issued for exactly one resource.")
+        raise Refusal("invalid_target", "A token is issued for exactly one resource.")
     resource = resources[0]
     if not isinstance(resource, str) or len(resource) > MAX_RESOURCE_LENGTH:
-        raise BrokerRefusal("invalid_target", "The resource is not a registered tool server.")
+        raise Refusal("invalid_target", "The resource is not a registered tool server.")
     return resource
 
 
@@ -193,7 +179,5 @@ def resolve_audience(resources: list[str], *, agent: Agent) -> ToolServer:
     resource = _one_resource(resources)
     server = ToolServer.objects.filter(audience=resource, organization_id=agent.organization_id).first()
     if server is None:
-        raise BrokerRefusal(
-            "invalid_target", "The resource is not a registered tool server.", resource=resource
-        )
+        raise Refusal("invalid_target", "The resource is not a registered tool server.", resource=resource)
     return server

@@ -27,6 +27,7 @@ from jwcrypto import jwk
 
 from audit import services as audit
 from audit.actions import Action
+from governance.conf import gatehouse_settings
 from governance.models import SigningKey
 
 CURVES = {"ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519")}
@@ -46,7 +47,7 @@ def _fernet_for(secret_key: str) -> Fernet:
 
 def longest_token_lifetime() -> int:
     """How long a token signed now may live: the broker's default lifetime bounds every token."""
-    return int(settings.GATEHOUSE_DEFAULT_TOKEN_LIFETIME.total_seconds())
+    return int(gatehouse_settings.DEFAULT_TOKEN_LIFETIME.total_seconds())
 
 
 def _new_key_material(alg: str) -> jwk.JWK:
@@ -55,7 +56,7 @@ def _new_key_material(alg: str) -> jwk.JWK:
 
 
 def create_key(*, alg: str | None = None, activate_at=None) -> SigningKey:
-    alg = alg or settings.GATEHOUSE_SIGNING_ALG
+    alg = alg or gatehouse_settings.SIGNING_ALG
     if alg not in CURVES:
         raise ValueError(f"unsupported signing algorithm {alg!r}; use ES256 or EdDSA")
     key = _new_key_material(alg)
@@ -78,7 +79,7 @@ def rotate(*, alg: str | None = None, now: bool = False, actor=None) -> SigningK
     Audited with key ids only: one ``signing_key.rotated`` and one ``signing_key.retired`` per retired key.
     """
     at = timezone.now()
-    activate_at = at if now else at + timedelta(seconds=settings.GATEHOUSE_SIGNING_KEY_PUBLISH_SECONDS)
+    activate_at = at if now else at + timedelta(seconds=gatehouse_settings.SIGNING_KEY_PUBLISH_SECONDS)
     with transaction.atomic():
         new = create_key(alg=alg, activate_at=activate_at)
         retiring = list(SigningKey.objects.exclude(pk=new.pk).filter(retired_at__isnull=True))
@@ -122,7 +123,7 @@ def signing_key() -> tuple[SigningKey, jwk.JWK]:
             if key is None:
                 key = create_key()
     private = _private_jwk(key.pk, key.private_key_encrypted)
-    seconds = getattr(settings, "GATEHOUSE_SIGNING_KEY_CACHE_SECONDS", SIGNING_KEY_CACHE_SECONDS)
+    seconds = gatehouse_settings.SIGNING_KEY_CACHE_SECONDS
     if key.retired_at is not None:  # never cache past the key's own retirement
         seconds = min(seconds, (key.retired_at - timezone.now()).total_seconds())
     # Cached only after the creating transaction (if any) is over; a rolled-back key is never remembered.
@@ -138,7 +139,7 @@ def _private_jwk(pk: int, encrypted: str) -> jwk.JWK:
 
 def published_keys():
     return SigningKey.objects.published(
-        grace_seconds=longest_token_lifetime() + settings.GATEHOUSE_CLOCK_SKEW_SECONDS
+        grace_seconds=longest_token_lifetime() + gatehouse_settings.CLOCK_SKEW_SECONDS
     )
 
 

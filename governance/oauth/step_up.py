@@ -26,13 +26,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from oauthlib.oauth2.rfc6749 import errors
-
 from audit.actions import Action
 from governance import auth_levels
 from governance.models import RefreshTokenAuthentication
-from governance.oauth import context
-from governance.oauth.events import record_refusal
+from governance.oauth.refusals import Refusal, RefusalEvent
 
 ERROR = "insufficient_user_authentication"
 # Set on the oauthlib request by the consent view (DOT's credentials become request attributes).
@@ -125,24 +122,17 @@ def forget_prompt(request, *, flow: str) -> None:
         request.session[SESSION_PROMPTS] = prompts
 
 
-def authorization_prompt(
-    request, capabilities: Iterable[Any], *, acr_values, max_age, flow: str, next_url: str
-) -> tuple[auth_levels.Requirement, Any]:
-    """(requirement, None) when the session meets it; else (requirement, the re-prompt): a code, enrolment
-    or a new sign-in, then back to ``next_url``; recorded ``step_up.required``.  Bad ``max_age``: ValueError.
-    """
-    from governance.mfa.guards import prompt_for
-
-    requirement = authorization_requirement(capabilities, acr_values=acr_values, max_age=max_age)
-    if session_meets(request, requirement, flow=flow):
-        return requirement, None
-    remember_prompt(request, flow=flow)
-    return requirement, prompt_for(request, requirement, next_url=next_url)
-
-
 AUTHORIZE_PARAMETERS = (
-    "response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
-    "code_challenge_method", "dpop_jkt", "acr_values", "max_age",
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "dpop_jkt",
+    "acr_values",
+    "max_age",
 )
 
 
@@ -153,10 +143,9 @@ def authorize_url(path: str, data: dict) -> str:
     return f"{path}?{urlencode(params)}"
 
 
-def code_claims(request) -> dict:
-    """``acr`` and ``auth_time`` of the session that allowed, for the code (on the oauthlib request)."""
-    claims = getattr(request, CREDENTIAL, None)
-    known = UserAuthentication.from_claims(claims)
+def code_claims(session_claims: Any) -> dict:
+    """``acr`` and ``auth_time`` of the session that allowed (the consent view's credential), for the code."""
+    known = UserAuthentication.from_claims(session_claims)
     if not known.acr:
         return {}
     return {CODE_ACR: known.acr, CODE_AUTH_TIME: known.epoch}
@@ -165,23 +154,20 @@ def code_claims(request) -> dict:
 # --- what a token request carries ----------------------------------------------------------------------
 
 
-def carried(request, grant_type: str) -> UserAuthentication:
-    """The person's authentication behind a code or a refresh token (token exchange passes its own)."""
+def carried(grant_type: str, *, code_claims: Any = None, refresh_family: Any = None) -> UserAuthentication:
+    """The person's authentication behind a code (its claims) or a refresh token (its family)."""
     if grant_type == "authorization_code":
-        return UserAuthentication.from_claims(getattr(request, "claims", None))
+        return UserAuthentication.from_claims(code_claims)
     if grant_type == "refresh_token":
-        family = getattr(getattr(request, "refresh_token_instance", None), "token_family", None)
-        record = (
-            RefreshTokenAuthentication.objects.filter(token_family=family).first() if family else None
-        )
+        family = refresh_family
+        record = RefreshTokenAuthentication.objects.filter(token_family=family).first() if family else None
         if record is not None:
             return UserAuthentication(acr=record.acr, auth_time=record.auth_time)
     return UserAuthentication()
 
 
-def remember_family(*, refresh_token: Any, previous: Any, request: Any) -> None:
+def remember_family(*, refresh_token: Any, previous: Any, issued: Any) -> None:
     """The first refresh token of a family keeps the authentication its code carried."""
-    issued = getattr(request, "gatehouse", None)
     if previous is not None or issued is None or not issued.acr or issued.auth_time is None:
         return
     if refresh_token.token_family is None:
@@ -192,30 +178,11 @@ def remember_family(*, refresh_token: Any, previous: Any, request: Any) -> None:
     )
 
 
-class InsufficientUserAuthentication(errors.OAuth2Error):
-    """RFC 9470's error at the token endpoint: 400 JSON naming the level (``acr_values``) and ``max_age``."""
-
-    error = ERROR
-    status_code = 400
-
-    def __init__(self, requirement: auth_levels.Requirement, request: Any = None, description: str = ""):
-        self.requirement = requirement
-        super().__init__(
-            description=description or "A more recent or stronger authentication of the user is required.",
-            request=request,
-        )
-
-    @property
-    def twotuples(self):
-        pairs = super().twotuples
-        pairs.append(("acr_values", self.requirement.acr))
-        if self.requirement.max_age is not None:
-            pairs.append(("max_age", self.requirement.max_age))
-        return pairs
-
-
-def enforce(request, issued: Any, *, authentication: UserAuthentication, check_age: bool) -> None:
+def enforce(issued: Any, *, authentication: UserAuthentication, check_age: bool) -> None:
     """Refuse the token unless ``authentication`` meets its capabilities; otherwise put it on ``issued``.
+
+    A refusal is ``insufficient_user_authentication`` (RFC 9470) naming ``acr_values`` and ``max_age``, or
+    ``invalid_scope`` when there is no person to step up; either is described by one ``step_up.required``.
 
     ``check_age``: refresh and exchange also need a recent ``auth_time`` (the authorization endpoint judged
     the age of a code's authentication when the person allowed, and a code lives a minute).
@@ -225,10 +192,11 @@ def enforce(request, issued: Any, *, authentication: UserAuthentication, check_a
     if requirement.acr == auth_levels.ACR_MFA:
         needed = [c.key for c in capabilities if c.requires_step_up]
         if issued.user is None:
-            _refuse(request, issued, requirement, authentication, needed, reason="no user to step up")
-            raise errors.InvalidScopeError(
-                description="A capability that needs a person's second factor is never issued without one.",
-                request=request,
+            raise Refusal(
+                "invalid_scope",
+                "A capability that needs a person's second factor is never issued without one.",
+                reason="no user to step up",
+                event=_event(issued, requirement, authentication, needed, reason="no user to step up"),
             )
         if not auth_levels.meets(
             acr=authentication.acr or None,
@@ -241,21 +209,31 @@ def enforce(request, issued: Any, *, authentication: UserAuthentication, check_a
                 if auth_levels.rank(authentication.acr or None) < auth_levels.rank(requirement.acr)
                 else "the user's authentication is too old"
             )
-            _refuse(request, issued, requirement, authentication, needed, reason=reason)
-            raise InsufficientUserAuthentication(requirement, request=request)
+            members = {"acr_values": requirement.acr}
+            if requirement.max_age is not None:
+                members["max_age"] = requirement.max_age
+            raise Refusal(
+                ERROR,
+                "A more recent or stronger authentication of the user is required.",
+                reason=reason,
+                members=members,
+                event=_event(issued, requirement, authentication, needed, reason=reason),
+            )
     issued.acr = authentication.acr
     issued.auth_time = authentication.auth_time
     if authentication.acr:
         issued.audit_parameters = {
-            **issued.audit_parameters, "acr": authentication.acr, "auth_time": authentication.epoch,
+            **issued.audit_parameters,
+            "acr": authentication.acr,
+            "auth_time": authentication.epoch,
         }
 
 
-def _refuse(request, issued, requirement, authentication: UserAuthentication, needed, *, reason: str):
+def _event(issued, requirement, authentication: UserAuthentication, needed, *, reason: str) -> RefusalEvent:
     age = None
     if authentication.epoch is not None:
         age = auth_levels.now() - authentication.epoch
-    record_refusal(
+    return RefusalEvent(
         action=Action.STEP_UP_REQUIRED,
         error=ERROR,
         agent=issued.agent,
@@ -273,4 +251,3 @@ def _refuse(request, issued, requirement, authentication: UserAuthentication, ne
             "auth_age_seconds": age,
         },
     )
-    context.note(recorded=True, reason=reason)

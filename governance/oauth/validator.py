@@ -1,35 +1,32 @@
 """django-oauth-toolkit's validator, narrowed to Gatehouse's rules.  Few hooks; the rules live in
-:mod:`governance.oauth.client_auth`, :mod:`governance.oauth.scoping` and :mod:`governance.oauth.issuance`."""
+:mod:`governance.oauth.client_auth`, :mod:`governance.oauth.scoping` and :mod:`governance.oauth.issuance`.
+What a hook learns for the audit goes on the request's :class:`~governance.oauth.state.BrokerRequest`."""
 
 from __future__ import annotations
 
-import hashlib
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from oauth2_provider.models import get_access_token_model, get_refresh_token_model
+from oauth2_provider.models import get_grant_model, get_refresh_token_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
-from oauthlib.oauth2.rfc6749 import errors
 
+from audit import services as audit
 from audit.actions import Action
+from governance.conf import gatehouse_settings
 from governance.models import Agent, ToolServer
 from governance.models.agents import TokenEndpointAuthMethod
-from governance.oauth import client_auth, context, dpop_http, issuance, issuance_queries, step_up
-from governance.oauth.events import record_refusal
-from governance.oauth.scoping import BrokerRefusal, parse_scope
+from governance.oauth import client_auth, issuance, issuance_queries, step_up, token_dpop
+from governance.oauth.grants import refused
+from governance.oauth.params import MAX_CLIENT_ID_LENGTH
+from governance.oauth.principals import agent_for, principal_for
+from governance.oauth.refusals import Refusal, RefusalEvent
+from governance.oauth.scoping import parse_scope
+from governance.oauth.state import current
+from governance.oauth.tokens import checksum
 
-MAX_CLIENT_ID_LENGTH = 255
 SECRET_METHODS = {TokenEndpointAuthMethod.CLIENT_SECRET_BASIC, TokenEndpointAuthMethod.CLIENT_SECRET_POST}
-
-
-def principal_for(application) -> Agent | ToolServer | None:
-    """The agent or tool server behind a DOT application (None for a bare application)."""
-    for attribute, model in (("agent", Agent), ("tool_server", ToolServer)):
-        try:
-            return getattr(application, attribute)
-        except model.DoesNotExist:
-            continue
-    return None
+# DOT's Application names these grant types itself; any other registered one is an extension grant.
+DOT_GRANT_TYPES = ("authorization_code", "client_credentials", "refresh_token")
 
 
 def _param(request, name: str):
@@ -65,7 +62,9 @@ class GatehouseValidator(OAuth2Validator):
             return self._authenticate_assertion(request)
         basic = self._extract_basic_auth(request) is not None
         if not super().authenticate_client(request, *args, **kwargs):
-            context.note(client_id=request.client_id, reason="client secret did not verify")
+            state = current()
+            state.about(client_id=request.client_id or "")
+            state.reason = "client secret did not verify"
             return False
         principal = self._principal(request)
         method = (
@@ -74,30 +73,30 @@ class GatehouseValidator(OAuth2Validator):
             else TokenEndpointAuthMethod.CLIENT_SECRET_POST
         )
         if principal is None or principal.token_endpoint_auth_method != method:
-            context.note(reason=f"{method} is not this client's authentication method")
+            current().reason = f"{method} is not this client's authentication method"
             return False
         return self._usable(principal)
 
     def _authenticate_assertion(self, request) -> bool:
         if _param(request, "client_assertion_type") != client_auth.ASSERTION_TYPE:
-            context.note(reason="unsupported client_assertion_type")
+            current().reason = "unsupported client_assertion_type"
             return False
         assertion = _param(request, "client_assertion")
         client_id = client_auth.unverified_issuer(assertion)
         claimed = _param(request, "client_id")
         if client_id is None or (claimed and claimed != client_id):
-            context.note(reason="the assertion does not name this client")
+            current().reason = "the assertion does not name this client"
             return False
         request.client = None
         if self._load_application(client_id, request) is None:
-            context.note(reason="unknown client")
+            current().reason = "unknown client"
             return False
         principal = self._principal(request)
         if (
             principal is None
             or principal.token_endpoint_auth_method != TokenEndpointAuthMethod.PRIVATE_KEY_JWT
         ):
-            context.note(reason="private_key_jwt is not this client's authentication method")
+            current().reason = "private_key_jwt is not this client's authentication method"
             return False
         if not self._usable(principal):
             return False
@@ -110,7 +109,7 @@ class GatehouseValidator(OAuth2Validator):
                 audiences=endpoint_audiences(request),
             )
         except client_auth.AssertionRejected as exc:
-            context.note(reason=exc.reason)
+            current().reason = exc.reason
             return False
         request.client_id = client_id
         return True
@@ -118,14 +117,14 @@ class GatehouseValidator(OAuth2Validator):
     def authenticate_client_id(self, client_id, request, *args, **kwargs):
         """A public client (PKCE only): allowed just for agents registered with method ``none``."""
         if self._load_application(client_id, request) is None:
-            context.note(reason="unknown client")
+            current().reason = "unknown client"
             return False
         principal = self._principal(request)
         if (
             not isinstance(principal, Agent)
             or principal.token_endpoint_auth_method != TokenEndpointAuthMethod.NONE
         ):
-            context.note(reason="this client must authenticate")
+            current().reason = "this client must authenticate"
             return False
         return self._usable(principal) and super().authenticate_client_id(client_id, request, *args, **kwargs)
 
@@ -137,16 +136,16 @@ class GatehouseValidator(OAuth2Validator):
         return isinstance(principal, Agent) and self._usable(principal)
 
     def _principal(self, request):
-        principal = principal_for(request.client) if request.client is not None else None
+        principal = principal_for(request.client)
         if isinstance(principal, Agent):
-            context.note(agent=principal, client_id=request.client.client_id)
+            current().about(agent=principal, client_id=request.client.client_id)
         elif isinstance(principal, ToolServer):
-            context.note(tool_server=principal, client_id=request.client.client_id)
+            current().about(tool_server=principal, client_id=request.client.client_id)
         return principal
 
     def _usable(self, principal) -> bool:
         if isinstance(principal, Agent) and not principal.is_active:
-            context.note(reason=f"agent is {principal.status}")
+            current().reason = f"agent is {principal.status}"
             return False
         return True
 
@@ -159,7 +158,7 @@ class GatehouseValidator(OAuth2Validator):
             request.scopes = scopes
         try:
             parse_scope(" ".join(scopes))
-        except BrokerRefusal:
+        except Refusal:
             return False
         return bool(scopes) and all(scopes)
 
@@ -170,87 +169,93 @@ class GatehouseValidator(OAuth2Validator):
         return super().validate_redirect_uri(client_id, redirect_uri, request, *args, **kwargs)
 
     def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs):
-        from governance.oauth.exchange import GRANT_TYPE as TOKEN_EXCHANGE
-
-        if grant_type == TOKEN_EXCHANGE:
-            # DOT's Application cannot name this grant (47 characters, its field holds 44, and its mapping
-            # asserts): any authenticated agent may ask; the exchange grant decides whether it may act.
-            return isinstance(principal_for(client), Agent)
-        if grant_type not in ("authorization_code", "client_credentials", "refresh_token"):
-            return False
-        return super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
+        if grant_type in DOT_GRANT_TYPES:
+            return super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
+        if grant_type in gatehouse_settings.TOKEN_GRANT_TYPES:
+            # An extension grant (token exchange, CIBA...): DOT's Application cannot name it (its field holds
+            # 44 characters, the token-exchange URN has 47, and its mapping asserts), so any authenticated
+            # agent may ask and the grant's own rules decide.
+            return agent_for(client) is not None
+        return False
 
     def validate_code(self, client_id, code, client, request, *args, **kwargs):
         valid = super().validate_code(client_id, code, client, request, *args, **kwargs)
         if valid:
-            from oauth2_provider.models import get_grant_model
-
-            request.gatehouse_code_resource = (
+            current().code_resource = (
                 get_grant_model()
                 .objects.filter(code=code, application=client)
                 .values_list("resource", flat=True)
             ).first() or []
         else:
-            context.note(reason="unknown, used or expired authorization code")
+            current().reason = "unknown, used or expired authorization code"
         return valid
 
     def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs):
         valid = super().validate_refresh_token(refresh_token, client, request, *args, **kwargs)
         if not valid:
-            checksum = hashlib.sha256(refresh_token.encode()).hexdigest()
             reused = (
                 get_refresh_token_model()
-                .objects.filter(token_checksum=checksum, application=client, revoked__isnull=False)
+                .objects.filter(
+                    token_checksum=checksum(refresh_token), application=client, revoked__isnull=False
+                )
                 .select_related("user")
                 .first()
             )
             if reused is not None:
-                agent = principal_for(client) if isinstance(principal_for(client), Agent) else None
-                record_refusal(
+                event = RefusalEvent(
                     action=Action.TOKEN_REUSE_DETECTED,
                     error="invalid_grant",
-                    agent=agent,
+                    agent=agent_for(client),
                     user=reused.user,
                     audience=" ".join(reused.resource or []),
                     parameters={"token_family": str(reused.token_family or ""), "family_revoked": True},
                 )
-                context.note(reason="refresh token reused; its family is revoked")
+                current().refuse(event, reason="refresh token reused; its family is revoked")
             else:
-                context.note(reason="unknown or expired refresh token")
+                current().reason = "unknown or expired refresh token"
         return valid
 
     # ---- storing tokens ---------------------------------------------------------------------------------
     def _save_bearer_token(self, token, request, *args, **kwargs):
         super()._save_bearer_token(token, request, *args, **kwargs)
-        issuance.record_issue(token, request)
+        issued = current().issued
+        if issued is not None:  # inside DOT's save transaction: one event, never the token's value
+            audit.record(**issuance.issue_event(issued, refresh_token_issued="refresh_token" in token))
 
     def _create_access_token(self, expires, request, token, source_refresh_token=None):
-        issued = getattr(request, "gatehouse", None)
+        issued = current().issued
         if issued is not None:
             expires = issued.expires_at
         access_token = super()._create_access_token(expires, request, token, source_refresh_token)
         if issued is not None:
-            issuance.create_record(access_token=access_token, issued=issued, request=request)
+            # The ORM's INSERT, its statement built once.
+            issuance_queries.insert(issuance.token_record(access_token=access_token, issued=issued))
         return access_token
 
     def _create_authorization_code(self, request, code, expires=None):
         # RFC 9449 §10: the code keeps the request's dpop_jkt in Grant.claims (OpenID Connect is off),
         # and the acr/auth_time of the session that allowed (step-up); never the form's own "claims".
-        request.claims = {**(dpop_http.code_claims(request) or {}), **step_up.code_claims(request)} or None
+        try:
+            dpop = token_dpop.code_claims(getattr(request, "dpop_jkt", None)) or {}
+        except Refusal as refusal:
+            raise refused(refusal, request) from None
+        session = step_up.code_claims(getattr(request, step_up.CREDENTIAL, None))
+        request.claims = {**dpop, **session} or None
         return super()._create_authorization_code(request, code, expires)
 
     def _create_refresh_token(self, request, refresh_token_code, access_token, previous_refresh_token):
         refresh_token = super()._create_refresh_token(
             request, refresh_token_code, access_token, previous_refresh_token
         )
-        dpop_http.bind_refresh_family(
-            refresh_token=refresh_token, previous=previous_refresh_token, request=request
+        issued = current().issued
+        token_dpop.bind_refresh_family(
+            refresh_token=refresh_token, previous=previous_refresh_token, issued=issued
         )
-        step_up.remember_family(refresh_token=refresh_token, previous=previous_refresh_token, request=request)
+        step_up.remember_family(refresh_token=refresh_token, previous=previous_refresh_token, issued=issued)
         return refresh_token
 
     def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
-        issuance.revoke(token, request)
+        issuance.revoke(token, application=request.client, token_type_hint=token_type_hint)
 
     # ---- OIDC stays off: a JWT-shaped bearer token is never an ID token ----------------------------------
     def validate_jwt_bearer_token(self, token, scopes, request):
@@ -260,4 +265,4 @@ class GatehouseValidator(OAuth2Validator):
         return False
 
 
-__all__ = ["GatehouseValidator", "get_access_token_model", "principal_for", "errors"]
+__all__ = ["GatehouseValidator"]

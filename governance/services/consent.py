@@ -11,24 +11,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit import services as audit
 from audit.actions import Action, Result
+from governance.conf import gatehouse_settings
 from governance.errors import InvalidInput, InvalidState, NotPermitted
 from governance.models import Agent, Capability, Grant, RiskLevel, User
 from governance.models.agents import AgentKind
 from governance.services._common import integrity
 
-# How long a grant given by consent lasts; renewing consent extends it again.
-DEFAULT_CONSENT_LIFETIME = timedelta(days=30)
 APPROVER_RISK_LEVELS = {RiskLevel.HIGH, RiskLevel.CRITICAL}
 
 
 def consent_lifetime() -> timedelta:
-    return getattr(settings, "GATEHOUSE_CONSENT_LIFETIME", DEFAULT_CONSENT_LIFETIME)
+    """How long a grant given by consent lasts; renewing consent extends it again."""
+    return gatehouse_settings.CONSENT_LIFETIME
 
 
 def needs_approver(capability: Capability) -> bool:

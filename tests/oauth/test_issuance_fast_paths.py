@@ -16,7 +16,8 @@ from oauth2_provider.signals import app_authorized
 from audit.models import AuditEvent
 from governance.models import Agent, SigningKey, TokenRecord
 from governance.oauth import jwt_tokens, signing_keys
-from governance.oauth.scoping import BrokerRefusal, evaluate_for_resource, evaluate_request, resolve_audience
+from governance.oauth.refusals import Refusal as BrokerRefusal
+from governance.oauth.scoping import evaluate_for_resource, evaluate_request, resolve_audience
 from tests.factories import CapabilityFactory, OrganizationFactory, ToolServerFactory
 from tests.oauth import helpers
 

@@ -1,0 +1,126 @@
+"""The HTTP edge of every OAuth endpoint: bounded input, RFC 6749 §5.2 JSON errors, never an HTML 500, and
+the request's refusal audited exactly once.
+
+:func:`oauth_endpoint` wraps a view: it opens the request's :class:`~governance.oauth.state.BrokerRequest`,
+refuses out-of-bounds parameters (:mod:`governance.oauth.params`) before anything reads them, and at the end
+records the refusal: the event a rule named (an elevation attempt, a refused DPoP proof, a step-up...) or,
+for endpoints that audit refusals, a plain ``token.refused`` built from what the state learnt.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+
+from django.http import HttpResponse, JsonResponse
+
+from audit.actions import Action
+from governance.oauth import params, refusals, state
+from governance.oauth.refusals import Refusal, RefusalEvent
+
+log = logging.getLogger(__name__)
+
+
+def oauth_error(error: str, description: str, status: int = 400, headers: dict | None = None) -> JsonResponse:
+    response = JsonResponse({"error": error, "error_description": description}, status=status)
+    response["Cache-Control"] = "no-store"
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def refusal_response(refusal: Refusal) -> JsonResponse:
+    """The JSON answer for a rule's refusal (as oauthlib would write it: error, description, members)."""
+    body = {"error": refusal.error, "error_description": refusal.description, **refusal.members}
+    response = JsonResponse(body, status=refusal.status)
+    response["Cache-Control"] = "no-store"
+    for name, value in refusal.headers.items():
+        response[name] = value
+    return response
+
+
+def check_params(request) -> JsonResponse | None:
+    sentence = params.problem(request.POST.lists())
+    return None if sentence is None else oauth_error("invalid_request", sentence)
+
+
+def _as_json_error(response: HttpResponse) -> HttpResponse:
+    """A DOT/Django failure that is not JSON yet (405, 404, an HTML page) becomes an OAuth error body."""
+    if response.status_code < 400 or response.get("Content-Type", "").startswith("application/json"):
+        return response
+    if response.status_code == 405:
+        return oauth_error(
+            "invalid_request",
+            "This endpoint does not answer that HTTP method.",
+            405,
+            {"Allow": response.get("Allow", "POST")},
+        )
+    if response.status_code >= 500:
+        return oauth_error("server_error", "The server could not complete the request.", 500)
+    return oauth_error("invalid_request", "The request was refused.", response.status_code)
+
+
+def oauth_endpoint(name: str, *, audit_refusals: bool = False):
+    """Wrap a view function: request state for the audit, bounded input, JSON errors, never an HTML 500."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(request, *args, **kwargs):
+            token = state.begin(name)
+            try:
+                if request.method == "POST":
+                    refused = check_params(request)
+                    if refused is not None:
+                        return refused
+                try:
+                    response = view(request, *args, **kwargs)
+                except Exception:
+                    log.exception("OAuth endpoint %s failed", name)
+                    return oauth_error("server_error", "The server could not complete the request.", 500)
+                _record_refusal(name, request, response, generic=audit_refusals)
+                return _as_json_error(response)
+            finally:
+                state.end(token)
+
+        return wrapped
+
+    return decorate
+
+
+def _record_refusal(name: str, request, response, *, generic: bool) -> None:
+    """The request's one refusal event: the one a rule named, else (``generic``) ``token.refused``."""
+    current = state.current()
+    event = current.refusal
+    if event is None:
+        if not generic or response.status_code < 400:
+            return
+        event = _token_refused(name, request, response, current)
+    try:
+        refusals.record(event)
+    except Exception:  # the refusal stands; the failure to audit it is logged
+        log.exception("a token refusal could not be audited")
+
+
+def _token_refused(name: str, request, response, current: state.BrokerRequest) -> RefusalEvent:
+    try:
+        error = json.loads(response.content).get("error", "")
+    except (ValueError, AttributeError):
+        error = "invalid_request"
+    parameters = {
+        "endpoint": name,
+        "grant_type": request.POST.get("grant_type", "")[:64],
+        "reason": current.reason,
+    }
+    if current.client_id:
+        parameters["client_id"] = current.client_id
+    return RefusalEvent(
+        action=Action.TOKEN_REFUSED,
+        error=str(error)[:64],
+        agent=current.agent,
+        tool_server=current.tool_server,
+        user=current.user,
+        audience=current.audience,
+        capabilities=current.capabilities,
+        parameters=parameters,
+    )

@@ -1,0 +1,81 @@
+"""Refusals of the token broker: what the client is told, and the one audit event that describes it.
+
+A rule refuses by raising :class:`Refusal`: an RFC 6749 error code and a fixed description (never request
+data), the HTTP status, extra members or headers the answer needs (``acr_values``, ``DPoP-Nonce``), a
+``reason`` for the audit only, and optionally the :class:`RefusalEvent` that describes it when it is more
+than a plain ``token.refused`` (an elevation attempt, a refused DPoP proof, a step-up).  The HTTP edge
+records the request's refusal exactly once, at the end (:func:`governance.oauth.endpoint.oauth_endpoint`).
+Values are identifiers and capability keys, never a token or a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from audit import services as audit
+from audit.actions import Action, Result
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RefusalEvent:
+    """The audit event of a refused request (result ``denied``); ``error`` is the OAuth error code."""
+
+    action: Action
+    error: str
+    agent: Any = None
+    tool_server: Any = None
+    user: Any = None
+    audience: str = ""
+    capabilities: list[str] = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)
+
+
+class Refusal(Exception):
+    """An OAuth error decided by the broker; ``description`` is fixed text, never request data."""
+
+    def __init__(
+        self,
+        error: str,
+        description: str,
+        *,
+        reason: str = "",
+        status: int = 400,
+        event: RefusalEvent | None = None,
+        members: dict | None = None,
+        headers: dict | None = None,
+        **details,
+    ):
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.reason = reason or description
+        self.status = status
+        self.event = event
+        self.members = members or {}  # extra members of the JSON answer (e.g. RFC 9470 acr_values)
+        self.headers = headers or {}
+        self.details = details
+
+
+def record(event: RefusalEvent) -> None:
+    """Record a refused request in its own transaction: the request fails, the event stays."""
+    params = {"error": event.error, **event.parameters}
+    if event.audience:
+        params["audience"] = event.audience
+    actor = event.agent or event.tool_server
+    with transaction.atomic():
+        audit.record(
+            action=event.action,
+            actor=actor,
+            result=Result.DENIED,
+            agent=event.agent,
+            on_behalf_of=event.user,
+            organization=getattr(actor, "organization_id", None),
+            capabilities=event.capabilities,
+            parameters=params,
+        )

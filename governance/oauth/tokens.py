@@ -1,0 +1,79 @@
+"""Issued access tokens as the broker stored them: find one by its value, and whether it is still valid.
+
+The rules every reader of a presented token applies (introspection, token exchange, the decision API):
+:func:`find_record` answers only for an unexpired, unrevoked token with exactly this value, and
+:func:`still_valid` re-checks its agent, its user and its grants now.  :func:`describe` is the RFC 7662
+view of an active token.  No oauthlib, no HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from oauth2_provider.models import get_access_token_model
+
+from governance import auth_levels
+from governance.conf import gatehouse_settings
+from governance.models import TokenRecord
+from governance.oauth.scoping import evaluate_request
+
+
+def checksum(value: str) -> str:
+    """The SHA-256 hex digest under which DOT stores a token's value (RFC 9700 token storage)."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def find_record(value: str) -> TokenRecord | None:
+    """The record of an unexpired, unrevoked access token with exactly this value (None otherwise).
+
+    A revoked token's row is gone and a tampered one matches no checksum, so both are None here.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    access_token = (
+        get_access_token_model().objects.filter(token_checksum=checksum(value)).only("pk", "expires").first()
+    )
+    if access_token is None or access_token.is_expired():
+        return None
+    return (
+        TokenRecord.objects.select_related("agent", "user", "tool_server")
+        .filter(access_token=access_token)
+        .first()
+    )
+
+
+def still_valid(record: TokenRecord) -> bool:
+    """Its agent and user are active and its grants still cover every capability it carries."""
+    agent = record.agent
+    if not agent.is_active or (record.user is not None and not record.user.is_active):
+        return False
+    decision = evaluate_request(
+        agent=agent, user=record.user, audience=record.tool_server, requested=record.capability_keys
+    )
+    return decision.ok
+
+
+def describe(record: TokenRecord) -> dict:
+    """RFC 7662's answer for an active token."""
+    data = {
+        "active": True,
+        "iss": gatehouse_settings.ISSUER,
+        "sub": record.subject,
+        "client_id": record.client_id,
+        "scope": record.capabilities,
+        "aud": record.audience,
+        "exp": int(record.expires_at.timestamp()),
+        "iat": int(record.issued_at.timestamp()),
+        "jti": record.jti,
+        "token_type": "DPoP" if record.cnf_jkt else "Bearer",
+    }
+    if record.cnf_jkt:
+        data["cnf"] = {"jkt": record.cnf_jkt}
+    if record.act:
+        data["act"] = record.act
+    if record.acr:  # step-up: the person's authentication level and time, as in the JWT
+        data["acr"] = record.acr
+        data["amr"] = list(auth_levels.AMR.get(record.acr, []))
+    if record.auth_time is not None:
+        data["auth_time"] = int(record.auth_time.timestamp())
+    return data
