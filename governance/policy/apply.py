@@ -19,7 +19,8 @@ from governance.errors import GovernanceError
 from governance.models import Organization
 from governance.policy.errors import PolicyRefused, Problem
 from governance.policy.loader import PolicyText, parse, read_file
-from governance.policy.plan import Change, make_plan
+from governance.policy.plan import make_plan
+from governance.policy.planner import Change
 from governance.policy.schema import read_spec
 from governance.policy.world import Registry
 

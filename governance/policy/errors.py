@@ -34,6 +34,13 @@ class PolicyRefused(Exception):
         return lines
 
 
+def join(path: str, key: str | int) -> str:
+    """A path inside the file: ``agents[1].ceiling[2]``."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
 def show(value, limit: int = 60) -> str:
     """A short, printable echo of an untrusted value for an error message."""
     text = repr(value)

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from governance import services
 from governance.models.agents import AgentKind, AgentStatus
-from governance.policy.errors import show
-from governance.policy.reader import join
-
-if TYPE_CHECKING:
-    from governance.policy.plan import Planner
+from governance.policy.errors import join, show
+from governance.policy.planner import Planner
 
 # current status → wanted status → the lifecycle service that makes the move.
 TRANSITIONS = {
@@ -31,7 +26,7 @@ def agents(planner: Planner) -> None:
         slug = spec.organization
         current = planner.world.agents.get((slug, spec.name))
         ok = _check_owner(planner, spec)
-        for path, key in spec.ceiling:
+        for path, key in spec.ceiling_entries():
             problem = planner.capability_problem(slug, key)
             if problem:
                 planner.fail(path, problem)
@@ -61,7 +56,7 @@ def _check_owner(planner: Planner, spec) -> bool:
 def _plan_agent(planner: Planner, spec, current) -> None:
     slug = spec.organization
     reg_key = ("agent", slug, spec.name)
-    keys = [key for _, key in spec.ceiling]
+    keys = list(spec.ceiling)
     if current is None:
         initial = AgentStatus.PENDING if spec.status == AgentStatus.PENDING else AgentStatus.ACTIVE
 

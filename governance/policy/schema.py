@@ -1,27 +1,51 @@
 """The policy file's shape: every key, type, length and format, checked before the database is read.
 
-The result is a :class:`PolicySpec` of plain dataclasses; references between entries are checked later,
-in :mod:`governance.policy.plan`, where the database is known.
+Pydantic models in strict mode (``"300"`` is not a number, ``"yes"`` not a boolean) that forbid unknown keys.
+:func:`read_spec` returns the :class:`PolicySpec` and every problem found, each with its path in the file
+(``agents[2].jwks.keys[0]``).  References between entries are checked later, in
+:mod:`governance.policy.plan`, where the database is known.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from datetime import datetime
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from governance.models import RiskLevel, Role
 from governance.models.agents import AgentKind, AgentStatus
-from governance.policy import fields as checks
-from governance.policy.errors import Problem
-from governance.policy.reader import Reader, join
+from governance.policy.errors import Problem, join, show
+from governance.policy.types import (
+    ApprovalCount,
+    Attributes,
+    Audience,
+    CapabilityKey,
+    ClientId,
+    DailyQuota,
+    Description,
+    Email,
+    Jwks,
+    JwksUri,
+    Lifetime,
+    Name,
+    NumberOperand,
+    Parameter,
+    Pattern,
+    PersonName,
+    RatePerMinute,
+    Reason,
+    RedirectUri,
+    Scalar,
+    Slug,
+    Timestamp,
+    Username,
+    refuse,
+    type_name,
+)
 
 VERSION = 1
 MAX_ENTRIES = 2000
-SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
-USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.@+_-]{0,149}")
-CAPABILITY_KEY = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
-NAME_LENGTH, TEXT_LENGTH, REASON_LENGTH = 200, 2000, 1000
 CAPABILITY_DEFAULTS = {
     "description": "",
     "risk_level": RiskLevel.LOW.value,
@@ -33,334 +57,256 @@ CAPABILITY_DEFAULTS = {
     "daily_quota": None,
     "constraints": {},
 }
+# How an agent authenticates at the token endpoint when a file declares it: with its key, or not at all (a
+# public client: PKCE only, for desktop and command-line agents).  Secrets are never declared in a file.
+AGENT_AUTH_METHODS = ("private_key_jwt", "none")
+# How a tool server authenticates at introspection and the decision API.  A secret is set with
+# `manage.py tool_server_secret`, never written in a file.
+TOOL_SERVER_AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post")
 
 
-@dataclass
-class OrganizationSpec:
-    path: str
-    slug: str
-    name: str
+class Entry(BaseModel):
+    """An entry of the file: strict types, no unknown keys, and ``null`` meaning "the default"."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
+    _path: str = PrivateAttr(default="")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+    @property
+    def path(self) -> str:
+        return self._path
 
 
-@dataclass
-class UserSpec:
-    path: str
-    organization: str
-    username: str
-    email: str
-    first_name: str
-    last_name: str
-    role: str
-    active: bool
-    attributes: dict = field(default_factory=dict)
+class OrganizationSpec(Entry):
+    slug: Slug
+    name: Name
 
 
-@dataclass
-class CapabilitySpec:
-    path: str
-    key: str
-    fields: dict
+class Scoped(Entry):
+    """An entry that belongs to an organization: named, or the file's only one."""
+
+    organization: Slug | None = None
 
 
-@dataclass
-class ToolServerSpec:
-    path: str
-    organization: str
-    name: str
-    audience: str
-    description: str
-    capabilities: list[CapabilitySpec]
+class UserSpec(Scoped):
+    username: Username
+    email: Email = ""
+    first_name: PersonName = ""
+    last_name: PersonName = ""
+    role: Literal[tuple(Role.values)] = Role.MEMBER.value
+    active: bool = True
+    attributes: Attributes = Field(default_factory=dict)
 
 
-@dataclass
-class AgentSpec:
-    path: str
-    organization: str
-    name: str
-    kind: str
-    owner: str
-    description: str
-    status: str
-    status_reason: str
-    jwks: dict
-    jwks_uri: str
-    redirect_uris: list[str]
-    ceiling: list[tuple[str, str]]  # (path, capability key)
+class ConstraintRule(Entry):
+    """The rules on one parameter of a tool call."""
+
+    equals: Scalar = None
+    in_: Annotated[list[Scalar], Field(min_length=1, max_length=100)] = Field(default=None, alias="in")
+    max: NumberOperand = None
+    min: NumberOperand = None
+    pattern: Pattern = None
+    max_length: Annotated[int, Field(ge=0)] = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ConstraintRule:
+        if not self.model_fields_set:
+            raise refuse("needs at least one rule")
+        return self
+
+
+class CapabilitySpec(Entry):
+    key: CapabilityKey
+    description: Description = ""
+    risk_level: Literal[tuple(RiskLevel.values)] = RiskLevel.LOW.value
+    requires_approval: bool = False
+    approvals_required: ApprovalCount = None
+    requires_step_up: bool = False
+    max_token_lifetime: Lifetime = 300
+    rate_limit_per_minute: RatePerMinute = None
+    daily_quota: DailyQuota = None
+    constraints: Annotated[dict[Parameter, ConstraintRule], Field(max_length=32)] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _approvals_agree(self) -> CapabilitySpec:
+        if self.approvals_required is None:
+            self.approvals_required = 1 if self.requires_approval else 0
+        if self.requires_approval and self.approvals_required == 0:
+            raise refuse("must be at least 1 when requires_approval is true", where="approvals_required")
+        if not self.requires_approval and self.approvals_required:
+            raise refuse("must be 0 when requires_approval is false", where="approvals_required")
+        return self
+
+    @property
+    def fields(self) -> dict:
+        """The capability's fields as the services take them (defaults filled in)."""
+        values = {name: getattr(self, name) for name in CAPABILITY_DEFAULTS}
+        values["constraints"] = {
+            parameter: rule.model_dump(by_alias=True, exclude_unset=True)
+            for parameter, rule in self.constraints.items()
+        }
+        return values
+
+
+class ToolServerSpec(Scoped):
+    name: Name
+    audience: Audience
+    description: Description = ""
+    capabilities: Annotated[list[CapabilitySpec], Field(max_length=500)] = Field(default_factory=list)
+    # The credentials the tool server authenticates with at introspection and the decision API.
+    client_id: ClientId | None = None
+    token_endpoint_auth_method: Literal[TOOL_SERVER_AUTH_METHODS] | None = None
+    jwks: Jwks = Field(default_factory=dict)
+    jwks_uri: JwksUri = ""
+
+    @model_validator(mode="after")
+    def _credentials_agree(self) -> ToolServerSpec:
+        keyed = bool(self.jwks or self.jwks_uri)
+        method = self.token_endpoint_auth_method
+        if method is None and (keyed or self.client_id):
+            self.token_endpoint_auth_method = method = "private_key_jwt"
+        if method == "private_key_jwt" and not keyed:
+            raise refuse("private_key_jwt needs jwks or jwks_uri", where="token_endpoint_auth_method")
+        if method is not None and method != "private_key_jwt" and keyed:
+            raise refuse(f"{method} uses a secret; jwks and jwks_uri are for private_key_jwt", where="jwks")
+        if self.jwks and self.jwks_uri:
+            raise refuse("give jwks or jwks_uri, not both", where="jwks_uri")
+        return self
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.token_endpoint_auth_method is not None
+
+
+class AgentSpec(Scoped):
+    name: Name
+    kind: Literal[tuple(AgentKind.values)]
+    owner: Username
+    description: Description = ""
+    status: Literal[tuple(AgentStatus.values)] = AgentStatus.ACTIVE.value
+    status_reason: Reason = ""
+    client_id: ClientId | None = None
+    token_endpoint_auth_method: Literal[AGENT_AUTH_METHODS] = "private_key_jwt"
+    jwks: Jwks = Field(default_factory=dict)
+    jwks_uri: JwksUri = ""
+    redirect_uris: Annotated[list[RedirectUri], Field(max_length=10)] = Field(default_factory=list)
+    ceiling: Annotated[list[CapabilityKey], Field(max_length=500)] = Field(default_factory=list)
     dpop_bound_tokens_required: bool = False
 
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentSpec:
+        if self.redirect_uris and self.kind == AgentKind.BACKGROUND:
+            raise refuse(
+                "a background agent has no redirect URIs (it uses client credentials)", where="redirect_uris"
+            )
+        if len(set(self.redirect_uris)) != len(self.redirect_uris):
+            raise refuse("lists a redirect URI twice", where="redirect_uris")
+        if self.token_endpoint_auth_method == "none":
+            if self.kind == AgentKind.BACKGROUND:
+                raise refuse(
+                    "a background agent authenticates with its key; only interactive agents can be "
+                    "public clients",
+                    where="token_endpoint_auth_method",
+                )
+            if self.jwks or self.jwks_uri:
+                raise refuse("a public client (none) has no keys", where="jwks")
+        return self
 
-@dataclass
-class GrantSpec:
-    path: str
-    organization: str
-    agent: str
-    capability: str
-    user: str | None
-    expires_at: datetime | None
-    reason: str
-    revoked: bool
-    revoke_reason: str
+    def ceiling_entries(self) -> list[tuple[str, str]]:
+        """(path, capability key) of each ceiling entry."""
+        where = join(self.path, "ceiling")
+        return [(join(where, index), key) for index, key in enumerate(self.ceiling)]
+
+
+class GrantSpec(Scoped):
+    agent: Name
+    capability: CapabilityKey
+    user: Username | None = None
+    expires_at: Timestamp | None = None
+    reason: Reason = ""
+    revoked: bool = False
+    revoke_reason: Reason = ""
 
     @property
     def identity(self) -> tuple[str, str, str, str | None]:
         return (self.organization, self.agent, self.capability, self.user)
 
 
-@dataclass
-class PolicySpec:
-    organizations: list[OrganizationSpec] = field(default_factory=list)
-    users: list[UserSpec] = field(default_factory=list)
-    tool_servers: list[ToolServerSpec] = field(default_factory=list)
-    agents: list[AgentSpec] = field(default_factory=list)
-    grants: list[GrantSpec] = field(default_factory=list)
+class PolicySpec(Entry):
+    version: int
+    organizations: Annotated[list[OrganizationSpec], Field(max_length=100)] = Field(default_factory=list)
+    users: Annotated[list[UserSpec], Field(max_length=MAX_ENTRIES)] = Field(default_factory=list)
+    tool_servers: Annotated[list[ToolServerSpec], Field(max_length=MAX_ENTRIES)] = Field(default_factory=list)
+    agents: Annotated[list[AgentSpec], Field(max_length=MAX_ENTRIES)] = Field(default_factory=list)
+    grants: Annotated[list[GrantSpec], Field(max_length=10 * MAX_ENTRIES)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _version(self) -> PolicySpec:
+        if self.version != VERSION:
+            raise refuse(f"must be {VERSION}", where="version")
+        return self
 
 
-TOP_LEVEL = {"version", "organizations", "users", "tool_servers", "agents", "grants"}
+ENTRY_LISTS = ("users", "tool_servers", "agents", "grants")
 
 
 def read_spec(data) -> tuple[PolicySpec, list[Problem]]:
     """Check the shape of a parsed file; return the spec and every problem found."""
-    reader = Reader()
-    spec = PolicySpec()
-    top = reader.mapping(data, "", allowed=TOP_LEVEL, required={"version"}) if data is not None else None
     if data is None:
-        reader.fail("", "the file is empty")
-    if top is None:
-        return spec, reader.problems
-    if "version" in top and (top["version"] != VERSION or isinstance(top["version"], bool)):
-        reader.fail("version", f"must be {VERSION}")
-    for path, item in reader.items(top, "organizations", "", max_items=100):
-        entry = reader.mapping(item, path, allowed={"slug", "name"}, required={"slug", "name"})
-        if entry is not None:
-            slug = reader.text(
-                entry, "slug", path, max_length=64, required=True, pattern=SLUG, hint="a lowercase slug"
-            )
-            name = reader.text(entry, "name", path, max_length=NAME_LENGTH, required=True)
-            if slug and name:
-                spec.organizations.append(OrganizationSpec(path, slug, name))
+        return PolicySpec(version=VERSION), [Problem("", "the file is empty")]
+    try:
+        spec = PolicySpec.model_validate(data)
+    except ValidationError as exc:
+        return PolicySpec(version=VERSION), problems_of(exc)
+    problems = _settle(spec)
+    if not problems:
+        problems = _duplicates(spec)
+    return spec, problems
+
+
+def _settle(spec: PolicySpec) -> list[Problem]:
+    """Give each entry its path and its organization (the file's only one when it names none)."""
+    problems = []
     default_org = spec.organizations[0].slug if len(spec.organizations) == 1 else None
-    for path, item in reader.items(top, "users", "", max_items=MAX_ENTRIES):
-        spec.users.append(_user(reader, item, path, default_org))
-    for path, item in reader.items(top, "tool_servers", "", max_items=MAX_ENTRIES):
-        spec.tool_servers.append(_tool_server(reader, item, path, default_org))
-    for path, item in reader.items(top, "agents", "", max_items=MAX_ENTRIES):
-        spec.agents.append(_agent(reader, item, path, default_org))
-    for path, item in reader.items(top, "grants", "", max_items=10 * MAX_ENTRIES):
-        spec.grants.append(_grant(reader, item, path, default_org))
-    if reader.problems:
-        return spec, reader.problems
-    _check_duplicates(reader, spec)
-    return spec, reader.problems
+    for index, organization in enumerate(spec.organizations):
+        organization._path = join("organizations", index)
+    for name in ENTRY_LISTS:
+        for index, entry in enumerate(getattr(spec, name)):
+            entry._path = join(name, index)
+            if entry.organization is None:
+                if default_org is None:
+                    problems.append(
+                        Problem(
+                            join(entry.path, "organization"),
+                            "is required when the file does not declare exactly one organization",
+                        )
+                    )
+                entry.organization = default_org
+    for server in spec.tool_servers:
+        for index, capability in enumerate(server.capabilities):
+            capability._path = join(join(server.path, "capabilities"), index)
+    return problems
 
 
-def _organization(reader: Reader, entry: dict, path: str, default_org: str | None) -> str | None:
-    slug = reader.text(entry, "organization", path, max_length=64, default=None, pattern=SLUG, hint="a slug")
-    if slug is None and "organization" not in entry:
-        if default_org is None:
-            reader.fail(
-                join(path, "organization"),
-                "is required when the file does not declare exactly one organization",
-            )
-        return default_org
-    return slug
+def _duplicates(spec: PolicySpec) -> list[Problem]:
+    problems = []
 
-
-def _user(reader: Reader, item, path: str, default_org: str | None) -> UserSpec | None:
-    allowed = {"organization", "username", "email", "first_name", "last_name", "role", "active", "attributes"}
-    entry = reader.mapping(item, path, allowed=allowed, required={"username"})
-    if entry is None:
-        return None
-    return UserSpec(
-        path=path,
-        organization=_organization(reader, entry, path, default_org),
-        username=reader.text(
-            entry,
-            "username",
-            path,
-            required=True,
-            max_length=150,
-            pattern=USERNAME,
-            hint="a user name (letters, digits and . @ + _ -)",
-        ),
-        email=checks.email(reader, entry, path),
-        first_name=reader.text(entry, "first_name", path, max_length=150),
-        last_name=reader.text(entry, "last_name", path, max_length=150),
-        role=reader.choice(entry, "role", path, choices=list(Role.values), default=Role.MEMBER.value),
-        active=reader.flag(entry, "active", path, default=True),
-        attributes=checks.attributes(reader, entry.get("attributes"), join(path, "attributes")),
-    )
-
-
-def _tool_server(reader: Reader, item, path: str, default_org: str | None) -> ToolServerSpec | None:
-    allowed = {"organization", "name", "audience", "description", "capabilities"}
-    entry = reader.mapping(item, path, allowed=allowed, required={"name", "audience"})
-    if entry is None:
-        return None
-    capabilities = [
-        _capability(reader, cap, cap_path)
-        for cap_path, cap in reader.items(entry, "capabilities", path, max_items=500)
-    ]
-    return ToolServerSpec(
-        path=path,
-        organization=_organization(reader, entry, path, default_org),
-        name=reader.text(entry, "name", path, max_length=NAME_LENGTH, required=True),
-        audience=reader.uri(entry["audience"], join(path, "audience"), what="audience", allow_query=False)
-        if "audience" in entry
-        else None,
-        description=reader.text(entry, "description", path, max_length=TEXT_LENGTH, multiline=True),
-        capabilities=capabilities,
-    )
-
-
-def _capability(reader: Reader, item, path: str) -> CapabilitySpec | None:
-    entry = reader.mapping(item, path, allowed={"key", *CAPABILITY_DEFAULTS}, required={"key"})
-    if entry is None:
-        return None
-    key = reader.text(
-        entry,
-        "key",
-        path,
-        required=True,
-        max_length=128,
-        pattern=CAPABILITY_KEY,
-        hint="a capability key: dotted lowercase words such as records.read_own",
-    )
-    requires_approval = reader.flag(entry, "requires_approval", path, default=False)
-    fields = {
-        "description": reader.text(entry, "description", path, max_length=TEXT_LENGTH, multiline=True),
-        "risk_level": reader.choice(
-            entry, "risk_level", path, choices=list(RiskLevel.values), default=RiskLevel.LOW.value
-        ),
-        "requires_approval": requires_approval,
-        "approvals_required": reader.number(
-            entry, "approvals_required", path, minimum=0, maximum=10, default=1 if requires_approval else 0
-        ),
-        "requires_step_up": reader.flag(entry, "requires_step_up", path, default=False),
-        "max_token_lifetime": reader.number(
-            entry, "max_token_lifetime", path, minimum=1, maximum=86400, default=300
-        ),
-        "rate_limit_per_minute": reader.number(
-            entry, "rate_limit_per_minute", path, minimum=1, maximum=1_000_000, default=None
-        ),
-        "daily_quota": reader.number(
-            entry, "daily_quota", path, minimum=1, maximum=100_000_000, default=None
-        ),
-        "constraints": checks.constraints(reader, entry.get("constraints"), join(path, "constraints")),
-    }
-    count = fields["approvals_required"]
-    if requires_approval is True and count == 0:
-        reader.fail(join(path, "approvals_required"), "must be at least 1 when requires_approval is true")
-    if requires_approval is False and count:
-        reader.fail(join(path, "approvals_required"), "must be 0 when requires_approval is false")
-    return CapabilitySpec(path=path, key=key, fields=fields)
-
-
-def _agent(reader: Reader, item, path: str, default_org: str | None) -> AgentSpec | None:
-    allowed = {
-        "organization",
-        "name",
-        "kind",
-        "owner",
-        "description",
-        "status",
-        "status_reason",
-        "jwks",
-        "jwks_uri",
-        "redirect_uris",
-        "ceiling",
-        "dpop_bound_tokens_required",
-    }
-    entry = reader.mapping(item, path, allowed=allowed, required={"name", "kind", "owner"})
-    if entry is None:
-        return None
-    kind = reader.choice(entry, "kind", path, choices=list(AgentKind.values), default=None)
-    redirect_uris = [
-        reader.uri(uri, uri_path, what="redirect URI", allow_query=True)
-        for uri_path, uri in reader.items(entry, "redirect_uris", path, max_items=10)
-    ]
-    if redirect_uris and kind == AgentKind.BACKGROUND:
-        reader.fail(
-            join(path, "redirect_uris"),
-            "a background agent has no redirect URIs (it uses client credentials)",
-        )
-    if len(set(redirect_uris)) != len(redirect_uris):
-        reader.fail(join(path, "redirect_uris"), "lists a redirect URI twice")
-    ceiling = []
-    for cap_path, key in reader.items(entry, "ceiling", path, max_items=500):
-        if not isinstance(key, str) or not CAPABILITY_KEY.fullmatch(key):
-            reader.fail(cap_path, "must be a capability key such as records.read_own")
-        else:
-            ceiling.append((cap_path, key))
-    jwks_uri = ""
-    if entry.get("jwks_uri") is not None:
-        jwks_uri = reader.uri(entry["jwks_uri"], join(path, "jwks_uri"), what="JWKS URI", allow_query=True)
-    return AgentSpec(
-        path=path,
-        organization=_organization(reader, entry, path, default_org),
-        name=reader.text(entry, "name", path, max_length=NAME_LENGTH, required=True),
-        kind=kind,
-        owner=reader.text(
-            entry, "owner", path, required=True, max_length=150, pattern=USERNAME, hint="a user name"
-        ),
-        description=reader.text(entry, "description", path, max_length=TEXT_LENGTH, multiline=True),
-        status=reader.choice(
-            entry, "status", path, choices=list(AgentStatus.values), default=AgentStatus.ACTIVE.value
-        ),
-        status_reason=reader.text(entry, "status_reason", path, max_length=REASON_LENGTH),
-        jwks=checks.jwks(reader, entry.get("jwks"), join(path, "jwks")),
-        jwks_uri=jwks_uri,
-        redirect_uris=redirect_uris,
-        ceiling=ceiling,
-        dpop_bound_tokens_required=bool(
-            reader.flag(entry, "dpop_bound_tokens_required", path, default=False)
-        ),
-    )
-
-
-def _grant(reader: Reader, item, path: str, default_org: str | None) -> GrantSpec | None:
-    allowed = {
-        "organization",
-        "agent",
-        "capability",
-        "user",
-        "expires_at",
-        "reason",
-        "revoked",
-        "revoke_reason",
-    }
-    entry = reader.mapping(item, path, allowed=allowed, required={"agent", "capability"})
-    if entry is None:
-        return None
-    return GrantSpec(
-        path=path,
-        organization=_organization(reader, entry, path, default_org),
-        agent=reader.text(entry, "agent", path, required=True, max_length=NAME_LENGTH),
-        capability=reader.text(
-            entry,
-            "capability",
-            path,
-            required=True,
-            max_length=128,
-            pattern=CAPABILITY_KEY,
-            hint="a capability key",
-        ),
-        user=reader.text(
-            entry, "user", path, max_length=150, default=None, pattern=USERNAME, hint="a user name"
-        ),
-        expires_at=reader.timestamp(entry, "expires_at", path),
-        reason=reader.text(entry, "reason", path, max_length=REASON_LENGTH, multiline=True),
-        revoked=reader.flag(entry, "revoked", path, default=False),
-        revoke_reason=reader.text(entry, "revoke_reason", path, max_length=REASON_LENGTH, multiline=True),
-    )
-
-
-def _check_duplicates(reader: Reader, spec: PolicySpec) -> None:
     def once(entries, identity, what):
         seen: dict = {}
         for entry in entries:
             key = identity(entry)
+            if key is None:
+                continue
             if key in seen:
-                reader.fail(entry.path, f"repeats the {what} of {seen[key]}")
+                problems.append(Problem(entry.path, f"repeats the {what} of {seen[key]}"))
             else:
                 seen[key] = entry.path
 
@@ -368,19 +314,120 @@ def _check_duplicates(reader: Reader, spec: PolicySpec) -> None:
     once(spec.users, lambda u: u.username, "username")
     once(spec.tool_servers, lambda t: (t.organization, t.name), "name")
     once(spec.tool_servers, lambda t: t.audience, "audience")
-    capabilities = [(t.organization, c) for t in spec.tool_servers for c in t.capabilities]
     keys: dict = {}
-    for organization, capability in capabilities:
-        first = keys.setdefault((organization, capability.key), capability.path)
-        if first != capability.path:
-            reader.fail(
-                capability.path, f"repeats the capability key of {first} (keys are unique in an organization)"
-            )
+    for server in spec.tool_servers:
+        for capability in server.capabilities:
+            first = keys.setdefault((server.organization, capability.key), capability.path)
+            if first != capability.path:
+                problems.append(
+                    Problem(
+                        capability.path,
+                        f"repeats the capability key of {first} (keys are unique in an organization)",
+                    )
+                )
     once(spec.agents, lambda a: (a.organization, a.name), "name")
+    clients = [*spec.agents, *spec.tool_servers]
+    once(clients, lambda c: c.client_id, "client_id")
     once(spec.grants, lambda g: g.identity, "agent, capability and user")
     for agent in spec.agents:
         seen: dict = {}
-        for path, key in agent.ceiling:
+        for path, key in agent.ceiling_entries():
             if key in seen:
-                reader.fail(path, f"repeats {key} (first at {seen[key]})")
+                problems.append(Problem(path, f"repeats {key} (first at {seen[key]})"))
             seen.setdefault(key, path)
+    return problems
+
+
+# Pydantic's errors, in the file's words -------------------------------------------------------------------
+
+MESSAGES = {
+    "missing": "is required",
+    "int_type": "must be a whole number, not {type}",
+    "bool_type": "must be true or false, not {type}",
+    "string_type": "must be a string, not {type}",
+    "dict_type": "must be a mapping, not {type}",
+    "model_type": "must be a mapping, not {type}",
+    "list_type": "must be a list, not {type}",
+    "datetime_type": "must be a timestamp with a time zone, not {type}",
+    "greater_than_equal": "must be at least {ge}",
+    "too_short": "must not be empty",
+    "too_long": "holds {actual_length} entries; at most {max_length} are allowed",
+    "invalid_key": "keys must be strings, not {type}",
+}
+
+
+def problems_of(error: ValidationError) -> list[Problem]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = [part for part in item["loc"] if part != "[key]"]
+        path = ""
+        for part in loc:
+            path = join(path, part)
+        kind, ctx, value = item["type"], item.get("ctx") or {}, item.get("input")
+        if kind == "policy":
+            reason = ctx["reason"]
+            path = join(path, ctx["where"]) if ctx.get("where") else path
+        elif kind == "extra_forbidden":
+            allowed = _keys_at(PolicySpec, loc[:-1])
+            reason = "unknown key" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+        elif kind == "literal_error":
+            reason = f"{show(value)} is not one of: {_choices(ctx.get('expected', ''))}"
+        elif kind in MESSAGES:
+            reason = MESSAGES[kind].format(type=type_name(value), **ctx)
+        else:
+            reason = item["msg"]
+        problems.append(Problem(path, reason))
+    return problems
+
+
+def _choices(expected: str) -> str:
+    # pydantic says "'a', 'b' or 'c'"; the file's users read "a, b, c".
+    return ", ".join(part.strip(" '") for part in expected.replace(" or ", ", ").split(","))
+
+
+def _keys_at(model: type, loc: list) -> list[str]:
+    """The keys a mapping at ``loc`` may hold, found by walking the models' annotations."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return []
+            current = field.annotation
+        elif get_origin(current) is list and isinstance(part, int):
+            current = get_args(current)[0]
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(field.alias or name for name, field in current.model_fields.items())
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            annotation = members[0] if len(members) == 1 else annotation
+            if len(members) != 1:
+                return annotation
+        else:
+            return annotation
+
+
+__all__ = [
+    "AgentSpec",
+    "CapabilitySpec",
+    "GrantSpec",
+    "OrganizationSpec",
+    "PolicySpec",
+    "ToolServerSpec",
+    "UserSpec",
+    "read_spec",
+]
