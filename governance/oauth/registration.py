@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from dataclasses import dataclass
-from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -226,39 +224,6 @@ def client_register(*, actor: Actor, metadata: dict, initial_access_token: str |
         response["client_secret"] = secret
         response["client_secret_expires_at"] = 0
     return Registered(agent=agent, client_secret=secret, metadata=response)
-
-
-def initial_access_token_create(
-    *,
-    organization: Organization,
-    ceiling: list[str],
-    max_uses: int = 1,
-    lifetime=None,
-    label: str = "",
-    created_by: User | None = None,
-) -> tuple[str, InitialAccessToken]:
-    """Create a token; the value is returned once and only its SHA-256 is stored (it is 256 random bits)."""
-    known = set(
-        Capability.objects.filter(tool_server__organization=organization, key__in=ceiling).values_list(
-            "key", flat=True
-        )
-    )
-    unknown = sorted(set(ceiling) - known)
-    if unknown:
-        raise InvalidInput(f"Unknown capabilities for this organization: {', '.join(unknown)}.")
-    if max_uses < 1:
-        raise InvalidInput("An initial access token needs at least one use.")
-    value = secrets.token_urlsafe(32)
-    token = InitialAccessToken.objects.create(
-        organization=organization,
-        token_hash=hashlib.sha256(value.encode()).hexdigest(),
-        label=label[:200],
-        ceiling=" ".join(sorted(known)),
-        max_uses=max_uses,
-        created_by=created_by,
-        expires_at=timezone.now() + (lifetime or timedelta(hours=24)),
-    )
-    return value, token
 
 
 def _bearer(request) -> str | None:

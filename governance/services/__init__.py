@@ -11,6 +11,7 @@ from governance.services.agents import (
 )
 from governance.services.consent import authorization_refuse, consent_deny, grant_consent
 from governance.services.grants import grant_create, grant_renew, grant_revoke
+from governance.services.initial_access_tokens import initial_access_token_create
 from governance.services.mfa import (
     mfa_device_confirm,
     mfa_device_enrol,
@@ -19,6 +20,7 @@ from governance.services.mfa import (
     step_up_require,
 )
 from governance.services.organizations import (
+    demo_admin_ensure,
     organization_create,
     organization_update,
     user_create,
@@ -44,10 +46,12 @@ __all__ = [
     "capability_create",
     "capability_update",
     "consent_deny",
+    "demo_admin_ensure",
     "grant_consent",
     "grant_create",
     "grant_renew",
     "grant_revoke",
+    "initial_access_token_create",
     "mfa_device_confirm",
     "mfa_device_enrol",
     "mfa_device_remove",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 
 from audit import services as audit
 from audit.actions import Action
-from governance.errors import InvalidInput
+from governance.errors import InvalidInput, InvalidState
 from governance.models import Organization, Role, User
 from governance.models.organizations import attribute_problems
 from governance.services._common import (
@@ -125,6 +126,35 @@ def user_update(*, actor: Principal, user: User, **changes) -> User:
             user.save()
             audit.record(action=action, actor=actor, target=user, parameters={"changes": diff})
     return user
+
+
+def demo_admin_ensure(
+    *, actor: Principal, organization: Organization, username: str, password: str
+) -> tuple[User, bool]:
+    """The default run's demo admin: created, or reset to a superuser administering ``organization`` with
+    ``password``; (user, created).  Refused outside DEBUG: a production instance has no demo login.
+    """
+    if not settings.DEBUG:
+        raise InvalidState("The demo admin exists only in the default (DEBUG) run.")
+    ensure_can_manage(actor, organization)
+    user = User.objects.filter(username=username).first()
+    created = user is None
+    if created:
+        user = User(username=username, email="admin@localhost")
+    user.organization, user.role = organization, Role.ADMIN
+    user.is_staff = user.is_superuser = user.is_active = True
+    user.set_password(password)
+    validate(user, exclude=["password"])
+    with database_rules(), transaction.atomic():
+        user.save()
+        audit.record(
+            action=Action.USER_CREATED if created else Action.USER_UPDATED,
+            actor=actor,
+            organization=organization,
+            target=user,
+            parameters={"username": username, "role": Role.ADMIN, "superuser": True, "demo": True},
+        )
+    return user, created
 
 
 def _check_attributes(attributes) -> None:

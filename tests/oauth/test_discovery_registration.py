@@ -13,8 +13,7 @@ from audit.models import AuditEvent
 from audit.services import SYSTEM
 from governance.models import Agent, SigningKey
 from governance.oauth import jwt_tokens, signing_keys
-from governance.oauth.registration import initial_access_token_create
-from governance.services import agent_activate
+from governance.services import agent_activate, initial_access_token_create
 from tests.oauth import helpers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -143,7 +142,7 @@ def test_open_registration_is_pending_until_an_admin_activates(issuer, http, wor
 
 
 def test_initial_access_token_registers_an_active_agent_once(issuer, http, world):
-    value, _ = initial_access_token_create(organization=world.org, ceiling=["records.read_own"])
+    value, _ = initial_access_token_create(actor=SYSTEM, organization=world.org, ceiling=["records.read_own"])
     key = helpers.new_key()
     body = {
         "redirect_uris": [helpers.REDIRECT_URI],

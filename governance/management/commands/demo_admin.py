@@ -4,11 +4,11 @@ import secrets
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
-from audit import services as audit
-from audit.actions import Action
-from governance.models import Organization, Role, User
+from audit.actions import ActorType
+from audit.services import Actor
+from governance import services
+from governance.models import Organization
 
 USERNAME = "demo-admin"
 
@@ -28,23 +28,12 @@ class Command(BaseCommand):
         if org is None:
             raise CommandError(f"No organization {organization!r}; apply a policy file first.")
         password = secrets.token_urlsafe(12)
-        with transaction.atomic():
-            user, created = User.objects.get_or_create(
-                username=USERNAME,
-                defaults={"organization": org, "role": Role.ADMIN, "email": "admin@localhost"},
-            )
-            user.organization, user.role = org, Role.ADMIN
-            user.is_staff = user.is_superuser = True
-            user.is_active = True
-            user.set_password(password)
-            user.save()
-            audit.record(
-                action=Action.USER_CREATED if created else Action.USER_UPDATED,
-                actor=audit.Actor(type="system", label="demo_admin command"),
-                organization=org,
-                target=user,
-                parameters={"username": USERNAME, "demo": True},
-            )
+        services.demo_admin_ensure(
+            actor=Actor(type=ActorType.SYSTEM, label="demo_admin command"),
+            organization=org,
+            username=USERNAME,
+            password=password,
+        )
         self.stdout.write(self.style.SUCCESS("Demo admin ready:"))
         self.stdout.write(f"  url:      {settings.GATEHOUSE_ISSUER}/admin/")
         self.stdout.write(f"  username: {USERNAME}")

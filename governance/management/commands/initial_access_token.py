@@ -5,13 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
-from audit import services as audit
-from audit.actions import Action, ActorType
+from audit.actions import ActorType
 from audit.services import Actor
 from governance.models import Organization
-from governance.oauth.registration import initial_access_token_create
+from governance.services import initial_access_token_create
 
 
 class Command(BaseCommand):
@@ -32,23 +30,14 @@ class Command(BaseCommand):
         organization = Organization.objects.filter(slug=options["organization"]).first()
         if organization is None:
             raise CommandError("No such organization.")
-        with transaction.atomic():
-            value, token = initial_access_token_create(
-                organization=organization,
-                ceiling=options["ceiling"].split(),
-                max_uses=options["uses"],
-                lifetime=timedelta(hours=options["hours"]),
-                label=options["label"],
-            )
-            # Never the value (nor its hash): who made it, for which organization, how far it reaches.
-            audit.record(
-                action=Action.INITIAL_ACCESS_TOKEN_CREATED,
-                actor=Actor(type=ActorType.SYSTEM, label="manage.py initial_access_token"),
-                organization=organization,
-                target=token,
-                capabilities=token.ceiling.split(),
-                parameters={"max_uses": token.max_uses, "expires_at": token.expires_at.isoformat()},
-            )
+        value, token = initial_access_token_create(
+            actor=Actor(type=ActorType.SYSTEM, label="manage.py initial_access_token"),
+            organization=organization,
+            ceiling=options["ceiling"].split(),
+            max_uses=options["uses"],
+            lifetime=timedelta(hours=options["hours"]),
+            label=options["label"],
+        )
         self.stderr.write(
             f"initial access token #{token.pk}, {token.max_uses} use(s), expires {token.expires_at}"
         )
