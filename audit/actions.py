@@ -27,6 +27,9 @@ class Action(models.TextChoices):
 
     TOOL_SERVER_CREATED = "tool_server.created"
     TOOL_SERVER_UPDATED = "tool_server.updated"
+    # policy: the credentials a tool server authenticates with (never the secret itself)
+    TOOL_SERVER_CREDENTIALS_SET = "tool_server.credentials_set"
+    TOOL_SERVER_SECRET_ISSUED = "tool_server.secret_issued"
 
     CAPABILITY_CREATED = "capability.created"
     CAPABILITY_UPDATED = "capability.updated"

@@ -8,6 +8,7 @@ bidirectional formatting characters (U+202E and friends reorder what a reader se
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from django.core.exceptions import ValidationError
@@ -50,3 +51,19 @@ class SafeText:
     def deconstruct(self):
         kwargs = {"multiline": True} if self.multiline else {}
         return ("governance.text.SafeText", (), kwargs)
+
+
+# An OAuth client_id an admin or a policy file may choose: URL- and header-safe printable ASCII, 8 to 100
+# characters, starting with a letter or digit (RFC 6749 §A.1 allows more; Gatehouse generates 40).
+CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{7,99}\Z")
+CLIENT_ID_HINT = "a client id: 8 to 100 letters, digits and . _ ~ -, starting with a letter or digit"
+
+
+def client_id_problem(value) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if problem := text_problem(value, max_length=100):
+        return problem
+    if not CLIENT_ID.match(value):
+        return f"is not {CLIENT_ID_HINT}"
+    return None

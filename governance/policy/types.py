@@ -21,7 +21,7 @@ from governance.errors import InvalidInput
 from governance.keys import validate_public_jwks
 from governance.models.organizations import attribute_problems
 from governance.policy.errors import show
-from governance.text import text_problem
+from governance.text import CLIENT_ID, CLIENT_ID_HINT, text_problem
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 NAME_LENGTH, TEXT_LENGTH, REASON_LENGTH, URI_LENGTH = 200, 2000, 1000, 500
@@ -29,8 +29,6 @@ SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.@+_-]{0,149}")
 CAPABILITY_KEY = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 PARAMETER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
-# An OAuth client_id a file may choose: URL- and header-safe printable ASCII (RFC 6749 §A.1 allows more).
-CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{7,99}")
 
 
 def refuse(reason: str, *, where: str = "") -> PydanticCustomError:
@@ -77,11 +75,7 @@ PersonName = _text(150)
 CapabilityKey = _text(
     128, pattern=CAPABILITY_KEY, hint="a capability key: dotted lowercase words such as records.read_own"
 )
-ClientId = _text(
-    100,
-    pattern=CLIENT_ID,
-    hint="a client id: 8 to 100 letters, digits and . _ ~ -, starting with a letter or digit",
-)
+ClientId = _text(100, pattern=CLIENT_ID, hint=CLIENT_ID_HINT)
 
 
 def _email(value: str) -> str:

@@ -31,6 +31,8 @@ from governance.services.tool_servers import (
     capability_create,
     capability_update,
     tool_server_create,
+    tool_server_issue_secret,
+    tool_server_set_credentials,
     tool_server_update,
 )
 
@@ -60,6 +62,8 @@ __all__ = [
     "organization_update",
     "step_up_require",
     "tool_server_create",
+    "tool_server_issue_secret",
+    "tool_server_set_credentials",
     "tool_server_update",
     "user_create",
     "user_deactivate",

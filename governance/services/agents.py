@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -17,7 +18,7 @@ from audit.actions import Action
 from governance.errors import Conflict, InvalidInput, InvalidState
 from governance.keys import validate_public_jwks
 from governance.models import Agent, Capability, Grant, Organization, User
-from governance.models.agents import AgentKind, AgentStatus
+from governance.models.agents import AgentKind, AgentStatus, TokenEndpointAuthMethod
 from governance.services._common import (
     Principal,
     apply_changes,
@@ -27,6 +28,7 @@ from governance.services._common import (
     validate,
 )
 from governance.services.tokens import revoke_application_tokens
+from governance.text import client_id_problem
 
 
 def _check_ceiling(organization: Organization, capabilities: Iterable[Capability]) -> list[Capability]:
@@ -65,22 +67,68 @@ def _check_redirect_uris(kind: str, redirect_uris: list[str]) -> list[str]:
     return redirect_uris
 
 
-def _new_application(*, name: str, kind: str, owner: User, redirect_uris: str):
+def _new_application(
+    *, name: str, kind: str, owner: User, redirect_uris: str, client_id: str | None, public: bool
+):
     Application = get_application_model()
     grant_type = (
         Application.GRANT_AUTHORIZATION_CODE
         if kind == AgentKind.INTERACTIVE
         else Application.GRANT_CLIENT_CREDENTIALS
     )
-    # The generated secret is hashed and shown to nobody: agents authenticate with private_key_jwt.
-    return Application.objects.create(
+    # The generated secret is hashed and shown to nobody: agents authenticate with private_key_jwt, or not at
+    # all (public clients, PKCE only).
+    application = Application(
         name=name[:255],
         user=owner,
-        client_type=Application.CLIENT_CONFIDENTIAL,
+        client_type=Application.CLIENT_PUBLIC if public else Application.CLIENT_CONFIDENTIAL,
         authorization_grant_type=grant_type,
         redirect_uris=redirect_uris,
         skip_authorization=False,
     )
+    if client_id is not None:
+        application.client_id = client_id
+    application.save()
+    return application
+
+
+# How an agent created here authenticates: its key, or nothing (a public client: desktop and command-line
+# agents, PKCE only).  Secret-based agents come only from dynamic registration, which hands out the secret.
+AGENT_AUTH_METHODS = (TokenEndpointAuthMethod.PRIVATE_KEY_JWT, TokenEndpointAuthMethod.NONE)
+
+
+def _check_auth_method(kind: str, method: str, *, jwks: dict, jwks_uri: str) -> None:
+    if method not in AGENT_AUTH_METHODS:
+        raise InvalidInput(
+            f"An agent authenticates with {' or '.join(AGENT_AUTH_METHODS)}.",
+            errors={"token_endpoint_auth_method": ["unsupported here"]},
+        )
+    if method == TokenEndpointAuthMethod.NONE:
+        if kind != AgentKind.INTERACTIVE:
+            raise InvalidInput(
+                "Only an interactive agent can be a public client; a background agent uses its key.",
+                errors={"token_endpoint_auth_method": ["background agents are confidential"]},
+            )
+        if jwks or jwks_uri:
+            raise InvalidInput(
+                "A public client has no keys; remove jwks and jwks_uri.",
+                errors={"jwks": ["public client"]},
+            )
+
+
+def check_client_id(client_id: str, *, application=None) -> str:
+    """A client id chosen by an admin or a policy file: the shape rule, and not taken by another client."""
+    problem = client_id_problem(client_id)
+    if problem:
+        raise InvalidInput(f"client_id: {problem}", errors={"client_id": [problem]})
+    taken = get_application_model().objects.filter(client_id=client_id)
+    if application is not None:
+        taken = taken.exclude(pk=application.pk)
+    if taken.exists():
+        raise Conflict(
+            "client_id: another client already uses this client id.", errors={"client_id": ["taken"]}
+        )
+    return client_id
 
 
 def agent_create(
@@ -97,7 +145,10 @@ def agent_create(
     redirect_uris: Iterable[str] = (),
     status: str = AgentStatus.ACTIVE,
     dpop_bound_tokens_required: bool = False,
+    token_endpoint_auth_method: str = TokenEndpointAuthMethod.PRIVATE_KEY_JWT,
+    client_id: str | None = None,
 ) -> Agent:
+    """An agent and its OAuth client (with ``client_id`` when given, else a generated one)."""
     ensure_can_manage(actor, organization)
     if kind not in AgentKind.values:
         raise InvalidInput(f"Unknown agent kind {kind!r}; use interactive or background.")
@@ -106,15 +157,21 @@ def agent_create(
     _check_owner(owner, organization.pk)
     redirect_uris = _check_redirect_uris(kind, list(redirect_uris))
     capabilities = _check_ceiling(organization, ceiling)
+    jwks = validate_public_jwks(jwks)
+    _check_auth_method(kind, token_endpoint_auth_method, jwks=jwks, jwks_uri=jwks_uri)
+    if client_id is not None:
+        check_client_id(client_id)
     agent = Agent(
         organization=organization, name=name, kind=kind, owner=owner, description=description,
-        jwks=validate_public_jwks(jwks), jwks_uri=jwks_uri, status=status,
+        jwks=jwks, jwks_uri=jwks_uri, status=status,
         dpop_bound_tokens_required=dpop_bound_tokens_required,
+        token_endpoint_auth_method=token_endpoint_auth_method,
     )
     validate(agent, exclude=["application"])
     with database_rules(), transaction.atomic():
         agent.application = _new_application(
-            name=name, kind=kind, owner=owner, redirect_uris=" ".join(redirect_uris)
+            name=name, kind=kind, owner=owner, redirect_uris=" ".join(redirect_uris), client_id=client_id,
+            public=token_endpoint_auth_method == TokenEndpointAuthMethod.NONE,
         )
         agent.save()
         agent.ceiling.set(capabilities)
@@ -126,6 +183,7 @@ def agent_create(
                 "client_id": agent.application.client_id, "key_ids": _key_ids(agent.jwks),
                 "jwks_uri": jwks_uri, "redirect_uris": redirect_uris,
                 "dpop_bound_tokens_required": dpop_bound_tokens_required,
+                "token_endpoint_auth_method": token_endpoint_auth_method,
             },
         )
     return agent
@@ -143,9 +201,11 @@ def _key_ids(jwks: dict) -> list[str]:
 
 
 def agent_update(*, actor: Principal, agent: Agent, **changes) -> Agent:
-    """Change an agent's name, description, owner, keys or redirect URIs; no change, nothing written."""
+    """Change an agent's name, description, owner, keys, redirect URIs, client id or how it authenticates
+    (its key, or none: a public client); no change, nothing written."""
     ensure_can_manage(actor, agent.organization)
     redirect_uris = changes.pop("redirect_uris", None)
+    client_id = changes.pop("client_id", None)
     if "jwks" in changes:
         changes["jwks"] = validate_public_jwks(changes["jwks"])
     if "owner" in changes:
@@ -153,26 +213,59 @@ def agent_update(*, actor: Principal, agent: Agent, **changes) -> Agent:
     application = agent.application
     if redirect_uris is not None:
         redirect_uris = _check_redirect_uris(agent.kind, list(redirect_uris))
-    editable = {"name", "description", "owner", "jwks", "jwks_uri", "dpop_bound_tokens_required"}
+    if client_id is not None and application is not None and client_id != application.client_id:
+        check_client_id(client_id, application=application)
+    else:
+        client_id = None
+    editable = {
+        "name", "description", "owner", "jwks", "jwks_uri", "dpop_bound_tokens_required",
+        "token_endpoint_auth_method",
+    }
     fields = [f for f in changes if f in editable]
     with reverted_on_error(agent, fields):
         diff = apply_changes(agent, changes, allowed=editable)
         joined = None if redirect_uris is None else " ".join(redirect_uris)
         if application is not None and joined is not None and joined != application.redirect_uris:
             diff["redirect_uris"] = [application.redirect_uris.split(), redirect_uris]
+        if client_id is not None:
+            diff["client_id"] = [application.client_id, client_id]
         if not diff:
             return agent
+        method = agent.token_endpoint_auth_method
+        if "token_endpoint_auth_method" in diff or (
+            method == TokenEndpointAuthMethod.NONE and {"jwks", "jwks_uri"} & set(diff)
+        ):
+            _check_auth_method(agent.kind, method, jwks=agent.jwks, jwks_uri=agent.jwks_uri)
         validate(agent, exclude=["application"])
         if "jwks" in diff:
             diff["jwks"] = [_key_ids(diff["jwks"][0] or {}), _key_ids(diff["jwks"][1] or {})]
         action = Action.AGENT_KEYS_CHANGED if set(diff) <= {"jwks", "jwks_uri"} else Action.AGENT_UPDATED
-        with database_rules(), transaction.atomic():
+        carried = {"redirect_uris", "client_id", "token_endpoint_auth_method"} & set(diff)
+        restore = ["redirect_uris", "client_id", "client_type"]
+        undo = reverted_on_error(application, restore) if carried else nullcontext()
+        with undo, database_rules(), transaction.atomic():
             agent.save()
-            if "redirect_uris" in diff:
-                application.redirect_uris = joined
-                application.save(update_fields=["redirect_uris", "updated"])
+            if carried:
+                _update_application(application, diff, joined, method)
             audit.record(action=action, actor=actor, agent=agent, target=agent, parameters={"changes": diff})
     return agent
+
+
+def _update_application(application, diff: dict, redirect_uris: str | None, method: str) -> None:
+    """Carry an agent's change to its DOT application: redirect URIs, client id, public or confidential."""
+    Application = get_application_model()
+    fields = ["updated"]
+    if "redirect_uris" in diff:
+        application.redirect_uris = redirect_uris
+        fields.append("redirect_uris")
+    if "client_id" in diff:
+        application.client_id = diff["client_id"][1]
+        fields.append("client_id")
+    if "token_endpoint_auth_method" in diff:
+        public = method == TokenEndpointAuthMethod.NONE
+        application.client_type = Application.CLIENT_PUBLIC if public else Application.CLIENT_CONFIDENTIAL
+        fields.append("client_type")
+    application.save(update_fields=fields)
 
 
 def agent_set_ceiling(*, actor: Principal, agent: Agent, capabilities: Iterable[Capability]) -> Agent:

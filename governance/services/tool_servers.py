@@ -5,12 +5,17 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import transaction
+from oauth2_provider.generators import generate_client_secret
+from oauth2_provider.models import get_application_model
 
 from audit import services as audit
 from audit.actions import Action
-from governance.errors import InvalidInput
+from governance.errors import InvalidInput, InvalidState
+from governance.keys import validate_public_jwks
 from governance.models import Capability, Organization, ToolServer
+from governance.models.agents import TokenEndpointAuthMethod
 from governance.services._common import (
     Principal,
     apply_changes,
@@ -19,6 +24,8 @@ from governance.services._common import (
     reverted_on_error,
     validate,
 )
+from governance.services.agents import check_client_id
+from governance.text import text_problem
 
 CAPABILITY_FIELDS = {
     "description",
@@ -77,6 +84,149 @@ def tool_server_update(*, actor: Principal, tool_server: ToolServer, **changes) 
                 parameters={"changes": diff},
             )
     return tool_server
+
+
+# How a tool server authenticates at introspection and the decision API: its key (private_key_jwt, RFC 7523),
+# or a secret issued by tool_server_issue_secret (shown once, stored hashed by django-oauth-toolkit).
+TOOL_SERVER_AUTH_METHODS = (
+    TokenEndpointAuthMethod.PRIVATE_KEY_JWT,
+    TokenEndpointAuthMethod.CLIENT_SECRET_BASIC,
+    TokenEndpointAuthMethod.CLIENT_SECRET_POST,
+)
+SECRET_METHODS = {TokenEndpointAuthMethod.CLIENT_SECRET_BASIC, TokenEndpointAuthMethod.CLIENT_SECRET_POST}
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+def check_jwks_uri(jwks_uri: str) -> str:
+    """Where a client publishes its public keys: https (plain http on a loopback host only with DEBUG)."""
+    if not jwks_uri:
+        return ""
+    problem = text_problem(jwks_uri, max_length=500) if isinstance(jwks_uri, str) else "must be a string"
+    parts = urlsplit(jwks_uri) if not problem and " " not in jwks_uri else None
+    loopback_http = parts is not None and parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+    if (
+        problem
+        or parts is None
+        or not parts.netloc
+        or parts.fragment
+        or "@" in parts.netloc
+        or not (parts.scheme == "https" or (loopback_http and settings.DEBUG))
+    ):
+        raise InvalidInput(
+            "The JWKS URI must be an absolute https URI without a fragment or user information.",
+            errors={"jwks_uri": ["absolute https URI required"]},
+        )
+    return jwks_uri
+
+
+def tool_server_set_credentials(
+    *,
+    actor: Principal,
+    tool_server: ToolServer,
+    token_endpoint_auth_method: str,
+    jwks: dict | str | None = None,
+    jwks_uri: str = "",
+    client_id: str | None = None,
+) -> ToolServer:
+    """Give a tool server the credentials it authenticates with at introspection and the decision API.
+
+    ``private_key_jwt`` needs public keys (``jwks`` or ``jwks_uri``).  A secret method takes no keys and
+    issues no secret here: :func:`tool_server_issue_secret` does, once.  The first call creates the tool
+    server's OAuth client (with ``client_id`` when given).  Audited without key material; no change, nothing
+    written.
+    """
+    ensure_can_manage(actor, tool_server.organization)
+    method = token_endpoint_auth_method
+    if method not in TOOL_SERVER_AUTH_METHODS:
+        raise InvalidInput(
+            f"A tool server authenticates with one of {', '.join(TOOL_SERVER_AUTH_METHODS)}.",
+            errors={"token_endpoint_auth_method": ["unsupported"]},
+        )
+    jwks = validate_public_jwks(jwks)
+    jwks_uri = check_jwks_uri(jwks_uri)
+    if method == TokenEndpointAuthMethod.PRIVATE_KEY_JWT and not (jwks or jwks_uri):
+        raise InvalidInput(
+            "private_key_jwt needs the tool server's public keys (jwks or jwks_uri).",
+            errors={"jwks": ["keys required"]},
+        )
+    if method in SECRET_METHODS and (jwks or jwks_uri):
+        raise InvalidInput(
+            f"{method} uses a secret; jwks and jwks_uri are for private_key_jwt.", errors={"jwks": ["unused"]}
+        )
+    if jwks and jwks_uri:
+        raise InvalidInput("Give jwks or jwks_uri, not both.", errors={"jwks_uri": ["one of jwks, jwks_uri"]})
+    application = tool_server.application
+    if client_id is not None:
+        check_client_id(client_id, application=application)
+    had = {
+        "token_endpoint_auth_method": tool_server.token_endpoint_auth_method if application else None,
+        "key_ids": _key_ids(tool_server.jwks) if application else [],
+        "jwks_uri": tool_server.jwks_uri if application else "",
+        "client_id": application.client_id if application else None,
+    }
+    wants = {
+        "token_endpoint_auth_method": method,
+        "key_ids": _key_ids(jwks),
+        "jwks_uri": jwks_uri,
+        "client_id": client_id if client_id is not None else had["client_id"],
+    }
+    diff = {name: [had[name], value] for name, value in wants.items() if had[name] != value}
+    if application is not None and jwks != (tool_server.jwks or {}):
+        diff.setdefault("key_ids", [had["key_ids"], wants["key_ids"]])
+    if not diff:
+        return tool_server
+    Application = get_application_model()
+    fields = ["application", "jwks", "jwks_uri", "token_endpoint_auth_method"]
+    with reverted_on_error(tool_server, fields), database_rules(), transaction.atomic():
+        if application is None:
+            application = Application(
+                name=f"{tool_server.name} (tool server)"[:255],
+                client_type=Application.CLIENT_CONFIDENTIAL,
+                authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+            )
+        if client_id is not None:
+            application.client_id = client_id
+        if had["token_endpoint_auth_method"] in SECRET_METHODS and method not in SECRET_METHODS:
+            # Leaving a secret method: the old secret must not work again if the method comes back.
+            application.client_secret = generate_client_secret()
+        application.save()
+        tool_server.application = application
+        tool_server.jwks, tool_server.jwks_uri = jwks, jwks_uri
+        tool_server.token_endpoint_auth_method = method
+        tool_server.save(update_fields=[*fields, "updated_at"])
+        diff["client_id"] = [had["client_id"], application.client_id]
+        audit.record(
+            action=Action.TOOL_SERVER_CREDENTIALS_SET, actor=actor, organization=tool_server.organization,
+            target=tool_server, parameters={"changes": diff},
+        )
+    return tool_server
+
+
+def tool_server_issue_secret(*, actor: Principal, tool_server: ToolServer) -> str:
+    """A new client secret for a tool server that authenticates with one; returned once, stored hashed.
+
+    The previous secret stops working.  The audit event names the client, never the secret.
+    """
+    ensure_can_manage(actor, tool_server.organization)
+    application = tool_server.application
+    if application is None or tool_server.token_endpoint_auth_method not in SECRET_METHODS:
+        raise InvalidState(
+            "This tool server does not authenticate with a secret; set its credentials to"
+            " client_secret_basic or client_secret_post first."
+        )
+    secret = generate_client_secret()
+    with database_rules(), transaction.atomic():
+        application.client_secret = secret
+        application.save(update_fields=["client_secret", "updated"])
+        audit.record(
+            action=Action.TOOL_SERVER_SECRET_ISSUED, actor=actor, organization=tool_server.organization,
+            target=tool_server, parameters={"client_id": application.client_id},
+        )
+    return secret
+
+
+def _key_ids(jwks: dict) -> list[str]:
+    return [key.get("kid", "?") for key in (jwks or {}).get("keys", [])]
 
 
 CONSTRAINT_RULES = {"equals", "in", "max", "min", "pattern", "max_length"}
