@@ -31,6 +31,7 @@ _SAFE_KEYS = {
     "token_id",
     "tokens_revoked",
     "dpop_bound_tokens_required",
+    "token_endpoint_auth_method",
 }
 _JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")

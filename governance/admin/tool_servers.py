@@ -50,7 +50,8 @@ class ToolServerForm(ServiceForm):
 
     class Meta:
         model = ToolServer
-        fields = "__all__"
+        # The admin names the fields (get_fields) and builds the URL fields with its https default.
+        fields = ("organization", "name", "description")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
