@@ -1,8 +1,9 @@
 """Writing the current state as a policy file that applying reproduces.
 
-Exported: organizations, their users, tool servers with capabilities, agents with public keys and ceiling,
-and the grants that are active now.  Not exported: revoked and expired grants (history lives in the audit
-log), passwords and second factors, OAuth client ids and secrets, users outside any organization.
+Exported: organizations, their users (with attributes), tool servers with capabilities and credentials
+(method, public keys, client id), agents with client id, public keys and ceiling, and the grants that are
+active now.  Not exported: revoked and expired grants (history lives in the audit log), passwords, second
+factors and client secrets, users outside any organization.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import yaml
 from django.utils import timezone
 
 from governance.models import Agent, Capability, Grant, Organization, ToolServer, User
-from governance.models.agents import AgentStatus
+from governance.models.agents import AgentStatus, TokenEndpointAuthMethod
 from governance.policy.schema import CAPABILITY_DEFAULTS, VERSION
 
 
@@ -37,11 +38,16 @@ def export_policy(*, organizations: list[Organization] | None = None) -> dict:
         capabilities.setdefault(capability.tool_server_id, []).append(capability)
     for server in (
         ToolServer.objects.filter(organization_id__in=org_ids)
-        .select_related("organization")
+        .select_related("organization", "application")
         .order_by("organization__slug", "name")
     ):
         entry = {"name": server.name, "audience": server.audience}
         _put(entry, "description", server.description)
+        if server.application is not None:
+            entry["client_id"] = server.application.client_id
+            entry["token_endpoint_auth_method"] = server.token_endpoint_auth_method
+            _put(entry, "jwks", server.jwks)
+            _put(entry, "jwks_uri", server.jwks_uri)
         entry["capabilities"] = [_capability(c) for c in capabilities.get(server.pk, [])]
         servers.append(scoped(entry, server.organization.slug))
     agent_rows = (
@@ -119,7 +125,10 @@ def _agent(agent: Agent) -> dict:
     _put(entry, "jwks", agent.jwks)
     _put(entry, "jwks_uri", agent.jwks_uri)
     if agent.application is not None:
+        entry["client_id"] = agent.application.client_id
         _put(entry, "redirect_uris", agent.application.redirect_uris.split())
+    if agent.token_endpoint_auth_method != TokenEndpointAuthMethod.PRIVATE_KEY_JWT:
+        entry["token_endpoint_auth_method"] = agent.token_endpoint_auth_method
     entry["ceiling"] = sorted(c.key for c in agent.ceiling.all())
     if agent.dpop_bound_tokens_required:
         entry["dpop_bound_tokens_required"] = True

@@ -161,7 +161,59 @@ def tool_servers(planner: Planner) -> None:
                     update,
                     describe(state, changes),
                 )
+        credentials(planner, spec, current)
         capabilities(planner, spec, current)
+
+
+def credentials(planner: Planner, spec, server) -> None:
+    """A tool server's credentials, when the file states them; left out, they stay as they are."""
+    application = server.application if server is not None else None
+    if not spec.has_credentials or not planner.check_client_id(spec, application):
+        return
+    wanted = {
+        "token_endpoint_auth_method": spec.token_endpoint_auth_method,
+        "jwks": spec.jwks,
+        "jwks_uri": spec.jwks_uri,
+        "client_id": spec.client_id or (application.client_id if application is not None else None),
+    }
+    state = (
+        {
+            "token_endpoint_auth_method": server.token_endpoint_auth_method,
+            "jwks": server.jwks or {},
+            "jwks_uri": server.jwks_uri,
+            "client_id": application.client_id,
+        }
+        if application is not None
+        else {}
+    )
+    changes = diff(state, wanted)
+    if not changes:
+        return
+    reg_key = ("tool_server", spec.organization, spec.name)
+
+    def set_credentials(reg, actor, spec=spec):
+        services.tool_server_set_credentials(
+            actor=actor,
+            tool_server=reg[reg_key],
+            token_endpoint_auth_method=spec.token_endpoint_auth_method,
+            jwks=spec.jwks,
+            jwks_uri=spec.jwks_uri,
+            client_id=spec.client_id,
+        )
+
+    details = [
+        f"{name} changed" if name == "jwks" else f"{name}: {show(state.get(name), 40)} → {show(value, 40)}"
+        for name, value in changes.items()
+    ]
+    planner.add(
+        "tool_server",
+        "update",
+        "credentials",
+        join(spec.path, "token_endpoint_auth_method"),
+        spec.name,
+        set_credentials,
+        details,
+    )
 
 
 def capabilities(planner: Planner, server_spec, server) -> None:

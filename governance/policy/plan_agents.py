@@ -6,6 +6,7 @@ from governance import services
 from governance.models.agents import AgentKind, AgentStatus
 from governance.policy.errors import join, show
 from governance.policy.planner import Planner
+from governance.services.agents import AGENT_AUTH_METHODS
 
 # current status → wanted status → the lifecycle service that makes the move.
 TRANSITIONS = {
@@ -42,8 +43,24 @@ def agents(planner: Planner) -> None:
         if spec.status != before and (before, spec.status) not in TRANSITIONS and not new_and_pending:
             planner.fail(join(spec.path, "status"), f"the agent is {before}; it cannot become {spec.status}")
             ok = False
+        ok = planner.check_client_id(spec, current.application if current is not None else None) and ok
+        ok = _check_auth_method(planner, spec, current) and ok
         if ok:
             _plan_agent(planner, spec, current)
+
+
+def _check_auth_method(planner: Planner, spec, current) -> bool:
+    """A file declares keys or public clients; a secret method stays as dynamic registration made it."""
+    before = current.token_endpoint_auth_method if current is not None else None
+    wanted = spec.token_endpoint_auth_method
+    if wanted == before or (wanted in AGENT_AUTH_METHODS and before in (None, *AGENT_AUTH_METHODS)):
+        return True
+    planner.fail(
+        join(spec.path, "token_endpoint_auth_method"),
+        f"a policy file does not {'create' if current is None else 'switch'} agents to or from a secret "
+        f"method (it is {before or 'new'}; {wanted} wanted): secrets come from dynamic registration",
+    )
+    return False
 
 
 def _check_owner(planner: Planner, spec) -> bool:
@@ -74,6 +91,8 @@ def _plan_agent(planner: Planner, spec, current) -> None:
                 status=initial,
                 ceiling=[reg[("capability", slug, key)] for key in keys],
                 dpop_bound_tokens_required=spec.dpop_bound_tokens_required,
+                token_endpoint_auth_method=spec.token_endpoint_auth_method,
+                client_id=spec.client_id,
             )
 
         planner.add("agent", "create", "agent", spec.path, spec.name, create)
@@ -86,6 +105,8 @@ def _plan_agent(planner: Planner, spec, current) -> None:
             "jwks_uri": current.jwks_uri,
             "redirect_uris": application.redirect_uris.split() if application is not None else [],
             "dpop_bound_tokens_required": current.dpop_bound_tokens_required,
+            "token_endpoint_auth_method": current.token_endpoint_auth_method,
+            "client_id": application.client_id if application is not None else None,
         }
         wanted = {
             "description": spec.description,
@@ -94,6 +115,9 @@ def _plan_agent(planner: Planner, spec, current) -> None:
             "jwks_uri": spec.jwks_uri,
             "redirect_uris": spec.redirect_uris,
             "dpop_bound_tokens_required": spec.dpop_bound_tokens_required,
+            "token_endpoint_auth_method": spec.token_endpoint_auth_method,
+            # Left out: the client id Gatehouse generated stays.
+            "client_id": spec.client_id or state["client_id"],
         }
         changes = {name: value for name, value in wanted.items() if state[name] != value}
         if changes:

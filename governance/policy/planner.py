@@ -103,6 +103,14 @@ class Planner:
             return False
         return True
 
+    def check_client_id(self, spec, application) -> bool:
+        """A declared client id is free, or already this client's."""
+        holder = self.world.client_ids.get(spec.client_id) if spec.client_id else None
+        if holder is not None and (application is None or holder != application.pk):
+            self.fail(join(spec.path, "client_id"), f"{spec.client_id} is already another client's client_id")
+            return False
+        return True
+
     # Lookups in the desired state ---------------------------------------------------------------------------
     def user_in(self, slug: str, username: str) -> tuple[bool, bool]:
         """(exists in that organization, will be active)."""

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from governance.models import RiskLevel, Role
-from governance.models.agents import AgentKind, AgentStatus
+from governance.models.agents import AgentKind, AgentStatus, TokenEndpointAuthMethod
 from governance.policy.errors import Problem, join, show
 from governance.policy.types import (
     ApprovalCount,
@@ -57,9 +57,10 @@ CAPABILITY_DEFAULTS = {
     "daily_quota": None,
     "constraints": {},
 }
-# How an agent authenticates at the token endpoint when a file declares it: with its key, or not at all (a
-# public client: PKCE only, for desktop and command-line agents).  Secrets are never declared in a file.
-AGENT_AUTH_METHODS = ("private_key_jwt", "none")
+# How an agent authenticates at the token endpoint: with its key, or not at all (a public client: PKCE only,
+# for desktop and command-line agents).  The secret methods appear in exports of dynamically registered
+# agents; a file cannot switch an agent to or from them (see plan_agents), and never holds a secret.
+AGENT_AUTH_METHODS = tuple(TokenEndpointAuthMethod.values)
 # How a tool server authenticates at introspection and the decision API.  A secret is set with
 # `manage.py tool_server_secret`, never written in a file.
 TOOL_SERVER_AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post")

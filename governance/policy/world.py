@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from oauth2_provider.models import get_application_model
+
 from governance.models import Agent, Capability, Grant, Organization, ToolServer, User
 from governance.policy.schema import PolicySpec
 
@@ -25,7 +27,10 @@ class World:
         }
         org_ids = [o.pk for o in self.organizations.values()]
         self.tool_servers: dict[tuple[str, str], ToolServer] = {}
-        for server in ToolServer.objects.filter(organization_id__in=org_ids).select_related("organization"):
+        servers = ToolServer.objects.filter(organization_id__in=org_ids).select_related(
+            "organization", "application"
+        )
+        for server in servers:
             self.tool_servers[(server.organization.slug, server.name)] = server
         audiences = {t.audience for t in spec.tool_servers}
         self.audiences = {
@@ -50,6 +55,11 @@ class World:
             organization_id__in=org_ids, revoked_at__isnull=True
         ).select_related("capability", "user"):
             self.open_grants[(grant.agent_id, grant.capability_id, grant.user_id)] = grant
+        client_ids = {c.client_id for c in [*spec.agents, *spec.tool_servers] if c.client_id}
+        # client_id → the OAuth application that holds it, whoever it belongs to.
+        self.client_ids: dict[str, int] = dict(
+            get_application_model().objects.filter(client_id__in=client_ids).values_list("client_id", "pk")
+        )
 
     def users_of(self, slug: str) -> dict[str, User]:
         return {name: u for name, u in self.users.items() if u.organization and u.organization.slug == slug}

@@ -551,6 +551,9 @@ def _renamed(document: dict, suffix: str) -> dict:
         user["username"] += suffix
     for agent in document["agents"]:
         agent["owner"] += suffix
+    for client in [*document["agents"], *document["tool_servers"]]:
+        if "client_id" in client:
+            client["client_id"] += suffix
     for grant in document["grants"]:
         if grant.get("user") in users:
             grant["user"] += suffix

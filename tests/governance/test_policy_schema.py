@@ -190,8 +190,8 @@ HOSTILE = [
     ),
     (
         "unknown auth method",
-        put("agents", 0, "token_endpoint_auth_method", "client_secret_basic"),
-        "agents[0].token_endpoint_auth_method: 'client_secret_basic' is not one of: private_key_jwt, none",
+        put("agents", 0, "token_endpoint_auth_method", "client_secret_jwt"),
+        "agents[0].token_endpoint_auth_method: 'client_secret_jwt' is not one of: private_key_jwt,",
     ),
     (
         "public client with keys",
