@@ -14,7 +14,8 @@ from governance.errors import InvalidInput
 from governance.keys import validate_public_jwks
 from governance.mfa.guards import require_step_up_action
 from governance.models import Agent, Grant
-from governance.models.agents import AgentStatus
+from governance.models.agents import AgentStatus, TokenEndpointAuthMethod
+from governance.services.agents import AGENT_AUTH_METHODS
 
 UPDATABLE = ("name", "description", "owner", "jwks", "jwks_uri", "dpop_bound_tokens_required")
 
@@ -40,6 +41,19 @@ class AgentForm(ServiceForm):
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
         help_text="Interactive agents only: exact redirect URIs, one per line.",
     )
+    token_endpoint_auth_method = forms.ChoiceField(
+        required=False,
+        choices=[(m.value, m.label) for m in TokenEndpointAuthMethod if m in AGENT_AUTH_METHODS],
+        initial=TokenEndpointAuthMethod.PRIVATE_KEY_JWT,
+        label="Authenticates with",
+        help_text="Its key, or nothing: a public client (PKCE only; desktop and command-line agents).",
+    )
+    chosen_client_id = forms.CharField(
+        required=False,
+        max_length=100,
+        label="client_id",
+        help_text="Optional: the client id the agent is configured with (else one is generated).",
+    )
 
     class Meta:
         model = Agent
@@ -50,6 +64,13 @@ class AgentForm(ServiceForm):
         application = self.instance.application if self.instance.pk else None
         if application is not None and "redirect_uris" in self.fields:
             self.initial["redirect_uris"] = "\n".join(application.redirect_uris.split())
+        if application is not None and "chosen_client_id" in self.fields:
+            self.initial["chosen_client_id"] = application.client_id
+        method = self.fields.get("token_endpoint_auth_method")
+        current = self.instance.token_endpoint_auth_method
+        if method is not None and current not in AGENT_AUTH_METHODS:
+            # A secret method comes from dynamic registration; it is shown, not changed here.
+            method.choices, method.disabled = [(current, current)], True
         if "status" in self.fields:  # add form: a new agent starts active or pending
             self.fields["status"].choices = [
                 (value, label)
@@ -65,6 +86,11 @@ class AgentForm(ServiceForm):
             self.data = self.data.copy()
             self.data[self.add_prefix("jwks")] = ""
             raise forms.ValidationError(exc.message) from None
+
+    def clean_token_endpoint_auth_method(self):
+        # Left out of a post: as it is (a new agent: its key).
+        chosen = self.cleaned_data.get("token_endpoint_auth_method")
+        return chosen or self.instance.token_endpoint_auth_method or TokenEndpointAuthMethod.PRIVATE_KEY_JWT
 
     def clean_redirect_uris(self):
         return [
@@ -142,6 +168,8 @@ class AgentAdmin(ServiceAdmin):
                 "status",
                 "owner",
                 "description",
+                "token_endpoint_auth_method",
+                "chosen_client_id",
                 "jwks",
                 "jwks_uri",
                 "dpop_bound_tokens_required",
@@ -156,7 +184,8 @@ class AgentAdmin(ServiceAdmin):
             "status_reason",
             "owner",
             "description",
-            "client_id",
+            "token_endpoint_auth_method",
+            "chosen_client_id",
             "jwks",
             "key_ids",
             "jwks_uri",
@@ -175,7 +204,6 @@ class AgentAdmin(ServiceAdmin):
             "kind",
             "status",
             "status_reason",
-            "client_id",
             "key_ids",
             "created_at",
             "updated_at",
@@ -230,10 +258,15 @@ class AgentAdmin(ServiceAdmin):
             redirect_uris=data.get("redirect_uris", []),
             status=data.get("status") or AgentStatus.ACTIVE,
             dpop_bound_tokens_required=bool(data.get("dpop_bound_tokens_required")),
+            token_endpoint_auth_method=data.get("token_endpoint_auth_method")
+            or TokenEndpointAuthMethod.PRIVATE_KEY_JWT,
+            client_id=data.get("chosen_client_id") or None,
         )
 
     def service_update(self, request, obj, form):
-        changes = changed(form, UPDATABLE + ("redirect_uris",))
+        changes = changed(form, UPDATABLE + ("redirect_uris", "token_endpoint_auth_method"))
+        if "chosen_client_id" in form.changed_data and form.cleaned_data.get("chosen_client_id"):
+            changes["client_id"] = form.cleaned_data["chosen_client_id"]
         if not changes:
             return None
         return services.agent_update(actor=request.user, agent=self.fresh(obj), **changes)

@@ -280,3 +280,30 @@ def test_the_admin_sets_credentials_and_issues_a_secret_behind_step_up(client, a
     assert events("tool_server.secret_issued") == 1
     tool_server.application.refresh_from_db()
     assert tool_server.application.client_secret != secret
+
+
+def test_the_admin_creates_a_public_agent_with_a_chosen_client_id(client, admin, org):
+    client.force_login(admin)
+    data = {
+        "organization": org.pk,
+        "name": "desktop",
+        "kind": "interactive",
+        "status": "active",
+        "owner": admin.pk,
+        "token_endpoint_auth_method": "none",
+        "chosen_client_id": "clinic-desktop-01",
+        "jwks": "",
+        "jwks_uri": "",
+        "redirect_uris": "http://127.0.0.1:8765/callback",
+        "grants-TOTAL_FORMS": "0",
+        "grants-INITIAL_FORMS": "0",
+    }
+    assert client.post(reverse("admin:governance_agent_add"), data).status_code == 302
+    agent = org.agents.get(name="desktop")
+    assert (agent.application.client_id, agent.application.client_type) == (
+        "clinic-desktop-01",
+        Application.CLIENT_PUBLIC,
+    )
+    taken = client.post(reverse("admin:governance_agent_add"), {**data, "name": "desktop-2"})
+    assert taken.status_code == 200 and "another client already uses" in taken.content.decode()
+    assert not org.agents.filter(name="desktop-2").exists()
