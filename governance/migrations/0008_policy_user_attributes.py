@@ -6,20 +6,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('governance', '0007_refresh_token_authentication'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("governance", "0007_refresh_token_authentication"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='user',
-            name='attributes',
-            field=models.JSONField(blank=True, default=dict, help_text='What capability constraints refer to as $user.<name>, e.g. {"patient_id": "p-001"}.', validators=[governance.models.organizations.validate_attributes]),
+            model_name="user",
+            name="attributes",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text='What capability constraints refer to as $user.<name>, e.g. {"patient_id": "p-001"}.',
+                validators=[governance.models.organizations.validate_attributes],
+            ),
         ),
         migrations.AddConstraint(
-            model_name='user',
-            constraint=models.CheckConstraint(condition=django.db.models.lookups.Exact(governance.models.organizations.JSONType('attributes'), 'object'), name='user_attributes_object'),
+            model_name="user",
+            constraint=models.CheckConstraint(
+                condition=django.db.models.lookups.Exact(
+                    governance.models.organizations.JSONType("attributes"), "object"
+                ),
+                name="user_attributes_object",
+            ),
         ),
     ]
