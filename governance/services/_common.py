@@ -13,6 +13,7 @@ from audit.actions import ActorType
 from audit.services import Actor
 from governance.errors import Conflict, InvalidInput, NotPermitted
 from governance.models import Organization, Role, User
+from governance.text import text_problem
 
 Principal = User | Actor
 
@@ -40,12 +41,37 @@ def ensure_can_manage_user(actor: Principal, user: User) -> None:
 
 
 def validate(instance: models.Model, *, exclude: list[str] | None = None) -> None:
+    """The model's own checks, after the text rule (:mod:`governance.text`) on every text column.
+
+    The text rule comes first: a NUL byte would otherwise reach PostgreSQL (which refuses it with a
+    DataError) in the uniqueness queries of ``full_clean``.
+    """
+    errors = _text_errors(instance, exclude or [])
+    if errors:
+        first = next(iter(errors.items()))
+        raise InvalidInput(f"{first[0]}: {first[1][0]}", errors=errors)
     try:
         instance.full_clean(exclude=exclude, validate_unique=True, validate_constraints=True)
     except ValidationError as exc:
         errors = {field: [str(m) for m in messages] for field, messages in exc.message_dict.items()}
         first = next(iter(errors.items()))
         raise InvalidInput(f"{first[0]}: {first[1][0]}", errors=errors) from None
+
+
+def _text_errors(instance: models.Model, exclude: list[str]) -> dict[str, list[str]]:
+    """Names, descriptions, reasons: no control or bidirectional formatting characters (line breaks and
+    tabs only in multi-line text).  Lengths are left to the fields' own ``max_length``."""
+    errors = {}
+    for field in instance._meta.concrete_fields:
+        if field.name in exclude or not isinstance(field, models.CharField | models.TextField):
+            continue
+        value = getattr(instance, field.attname)
+        if isinstance(value, str):
+            multiline = isinstance(field, models.TextField)
+            problem = text_problem(value, max_length=len(value), multiline=multiline)
+            if problem:
+                errors[field.name] = [f"This value {problem}."]
+    return errors
 
 
 def integrity(exc: IntegrityError) -> Conflict:
