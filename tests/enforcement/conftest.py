@@ -11,8 +11,11 @@ import httpx
 import pytest
 from oauth2_provider.models import get_application_model
 
+from tests.oauth import conftest as oauth_fixtures
 from tests.oauth import dpop_client, helpers
-from tests.oauth.conftest import http, issuer, world  # noqa: F401  (fixtures)
+
+# The broker's end-to-end fixtures: the live server as issuer, an HTTP client, the organization.
+issuer, http, world = oauth_fixtures.issuer, oauth_fixtures.http, oauth_fixtures.world
 
 TOOL_URL = "https://records.example.test/mcp"
 
@@ -30,7 +33,8 @@ class Caller:
     """A tool server calling the decision API with its own credentials."""
 
     def __init__(self, http, issuer, tool_server, *, key=None, secret=None):
-        self.http, self.issuer, self.tool_server, self.key, self.secret = http, issuer, tool_server, key, secret
+        self.http, self.issuer, self.tool_server = http, issuer, tool_server
+        self.key, self.secret = key, secret
 
     def headers(self, path: str) -> dict:
         client_id = self.tool_server.application.client_id
@@ -102,7 +106,8 @@ def calendar(issuer, http, world):
 
 def service_token(http, issuer, world, agent, key, scope="records.read_own", *, dpop_key=None, audience=None):
     """A client-credentials token for a background agent (DPoP-bound with ``dpop_key``)."""
-    data = {"grant_type": "client_credentials", "scope": scope, "resource": audience or world.records.audience}
+    data = {"grant_type": "client_credentials", "scope": scope}
+    data["resource"] = audience or world.records.audience
     data.update(helpers.assertion_params(key, agent.application.client_id, f"{issuer}/oauth/token/"))
     headers = {}
     if dpop_key is not None:
@@ -137,4 +142,3 @@ def user_token(issuer, world, agent, key, user, scope="records.read_own", *, aud
         response = browser.post(f"{issuer}/oauth/token/", data=data)
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
-

@@ -57,7 +57,8 @@ def test_an_allowed_call_is_one_audit_event_naming_the_decision(records, world, 
     assert answer == {"decision": True, "context": {"decision_id": answer["context"]["decision_id"]}}
     event = AuditEvent.objects.get(action="decision.allowed")
     assert json.loads(event.parameters)["decision_id"] == answer["context"]["decision_id"]
-    assert (event.actor_type, event.actor_id, event.result) == ("tool_server", str(world.records.pk), "success")
+    assert (event.actor_type, event.actor_id) == ("tool_server", str(world.records.pk))
+    assert event.result == "success"
     assert token not in event.parameters and not AuditEvent.objects.filter(action="decision.denied").exists()
 
 
@@ -119,7 +120,8 @@ def test_an_expired_token_is_refused(issuer, http, world, records, agent):
 
 def test_a_revoked_token_is_refused(issuer, http, records, agent, token):
     agent, key = agent
-    data = {"token": token, **helpers.assertion_params(key, agent.application.client_id, f"{issuer}/oauth/revoke/")}
+    data = {"token": token}
+    data.update(helpers.assertion_params(key, agent.application.client_id, f"{issuer}/oauth/revoke/"))
     assert http.post(f"{issuer}/oauth/revoke/", data=data).status_code == 200
     denied(records.decide(token), "token_revoked", "token")
 
