@@ -231,27 +231,37 @@ def patients(issuer, world):
     """An interactive agent acting for alice and bob; reading a record is constrained to one's own."""
     from tests.factories import UserFactory
 
-    alice = UserFactory(organization=world.org, username="alice")
-    bob = UserFactory(organization=world.org, username="bob")
+    alice = UserFactory(organization=world.org, username="alice", attributes={"patient_id": "p-001"})
+    bob = UserFactory(organization=world.org, username="bob", attributes={"patient_id": "p-002"})
     agent, key = world.interactive_agent()
     for user in (alice, bob):
         helpers.grant(agent, world.read, user)
-    capability_update(actor=SYSTEM, capability=world.read, constraints={"patient_id": {"equals": "$user"}})
+    constraints = {"patient_id": {"equals": "$user.patient_id"}}
+    capability_update(actor=SYSTEM, capability=world.read, constraints=constraints)
     return agent, key, alice, bob
 
 
 def test_the_confused_deputy_alices_token_asking_for_bobs_record_is_refused(issuer, world, records, patients):
     agent, key, alice, bob = patients
     token = user_token(issuer, world, agent, key, alice)
-    assert records.decide(token, parameters={"patient_id": str(alice.pk)})["decision"] is True
-    answer = records.decide(token, parameters={"patient_id": str(bob.pk)})
+    assert records.decide(token, parameters={"patient_id": "p-001"})["decision"] is True
+    answer = records.decide(token, parameters={"patient_id": "p-002"})
     event = denied(answer, "constraint_violated", "user")
     assert (event["parameter"], event["rule"]) == ("patient_id", "equals")
     stored = AuditEvent.objects.get(action="decision.denied")
     assert (stored.on_behalf_of_id, stored.agent_id) == (alice.pk, agent.pk)
-    assert str(bob.pk) not in answer["context"]["message"]
-    # A missing parameter is not a way around the rule.
-    denied(records.decide(token, parameters={}), "constraint_violated", "user")
+    assert "p-002" not in answer["context"]["message"]
+    # A missing parameter, another type or a nested object are not ways around the rule.
+    for parameters in ({}, {"patient_id": ["p-001"]}, {"patient_id": {"equals": "p-001"}}):
+        denied(records.decide(token, parameters=parameters), "constraint_violated", "user")
+
+
+def test_the_user_id_reference_compares_with_the_tokens_subject(issuer, world, records, patients):
+    agent, key, alice, bob = patients
+    capability_update(actor=SYSTEM, capability=world.read, constraints={"owner": {"equals": "$user"}})
+    token = user_token(issuer, world, agent, key, bob)
+    assert records.decide(token, parameters={"owner": str(bob.pk)})["decision"] is True
+    denied(records.decide(token, parameters={"owner": str(alice.pk)}), "constraint_violated", "user")
 
 
 def test_a_deactivated_user_is_refused_from_the_next_decision(issuer, world, records, patients):
