@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 
 from audit import services as audit
 from audit.actions import Action, Result
@@ -104,17 +104,16 @@ def _record(
         parameters["jti"] = holder.record.jti
     if denial is not None:
         parameters.update(check=denial.check, reason=denial.reason, **denial.detail)
-    with transaction.atomic():
-        audit.record(
-            action=Action.DECISION_DENIED if denial else Action.DECISION_ALLOWED,
-            actor=tool_server,
-            result=Result.DENIED if denial else Result.SUCCESS,
-            organization=tool_server.organization_id,
-            agent=holder.agent if holder else None,
-            on_behalf_of=holder.user if holder else None,
-            capabilities=[call.capability_key],
-            parameters=parameters,
-        )
+    audit.record(
+        action=Action.DECISION_DENIED if denial else Action.DECISION_ALLOWED,
+        actor=tool_server,
+        result=Result.DENIED if denial else Result.SUCCESS,
+        organization=tool_server.organization_id,
+        agent=holder.agent if holder else None,
+        on_behalf_of=holder.user if holder else None,
+        capabilities=[call.capability_key],
+        parameters=parameters,
+    )
 
 
 def decide_all(calls: list[Call], tool_server: ToolServer, *, semantic: str) -> list[Decision]:
