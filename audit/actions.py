@@ -64,6 +64,8 @@ class Action(models.TextChoices):
 
     DECISION_ALLOWED = "decision.allowed"
     DECISION_DENIED = "decision.denied"
+    # enforcement: a decision request from a caller that is not a registered tool server (no decision made)
+    DECISION_CALLER_REFUSED = "decision.caller_refused"
 
     APPROVAL_REQUESTED = "approval.requested"
     APPROVAL_DECIDED = "approval.decided"

@@ -86,6 +86,15 @@ def record(
         capabilities=capabilities,
         parameters=parameters,
     )
+    connection = connections[using]
+    if (
+        connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and not settings.AUDIT_CHECKPOINT_EVERY
+    ):
+        # An event on its own (no change beside it, e.g. a decision): the append is one statement, which
+        # PostgreSQL runs as its own transaction; BEGIN and COMMIT would add two round trips and nothing else.
+        return _append_postgresql(connection, values)
     # No savepoint inside the caller's transaction (two round trips saved): a failed append marks the whole
     # transaction for rollback, so the change it describes can never commit without its event.
     with transaction.atomic(using=using, savepoint=False):

@@ -290,3 +290,11 @@ GATEHOUSE_DPOP_NONCE_LIFETIME_SECONDS = env.integer("GATEHOUSE_DPOP_NONCE_LIFETI
 GATEHOUSE_DPOP_REPLAY_CACHE = env.text("GATEHOUSE_DPOP_REPLAY_CACHE", default="default")
 # Require a server nonce (DPoP-Nonce) in every proof at the token endpoint.
 GATEHOUSE_DPOP_NONCE_REQUIRED = env.flag("GATEHOUSE_DPOP_NONCE_REQUIRED", default=False)
+
+# Decision API (governance.enforcement; docs/decision-api.md).  Rate limits, quotas and approved single-use
+# calls are counted in this Redis (default REDIS_URL; empty: Django's cache, exact within one process only).
+# A store that does not answer within the timeout denies the call as "unavailable".
+GATEHOUSE_RATE_LIMIT_REDIS_URL = env.text("GATEHOUSE_RATE_LIMIT_REDIS_URL", default=REDIS_URL)
+GATEHOUSE_DECISION_STORE_TIMEOUT_SECONDS = float(
+    env.text("GATEHOUSE_DECISION_STORE_TIMEOUT_SECONDS", default="0.5")
+)

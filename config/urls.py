@@ -10,5 +10,6 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
     path("", include("governance.oauth.urls")),
+    path("", include("governance.enforcement.urls")),
     path("portal/", include("governance.urls")),
 ]

@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 
 from governance import selectors, services
 from governance.admin.base import ServiceAdmin, ServiceForm, changed
+from governance.enforcement.constraints import constraint_problems
 from governance.errors import GovernanceError, InvalidInput
 from governance.keys import validate_public_jwks
 from governance.mfa.guards import require_step_up_action
@@ -173,7 +174,7 @@ class CapabilityForm(ServiceForm):
     constraints = forms.JSONField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 6, "cols": 80, "spellcheck": "false"}),
-        help_text='Parameter constraints, e.g. {"patient_id": {"equals": "$user"}}.',
+        help_text='Parameter constraints (docs/constraints.md), e.g. {"patient_id": {"equals": "$user"}}.',
     )
 
     class Meta:
@@ -181,7 +182,11 @@ class CapabilityForm(ServiceForm):
         fields = "__all__"
 
     def clean_constraints(self):
-        return self.cleaned_data.get("constraints") or {}
+        value = self.cleaned_data.get("constraints") or {}
+        problems = constraint_problems(value)
+        if problems:
+            raise forms.ValidationError([f"{where}: {why}" if where else why for where, why in problems])
+        return value
 
     def clean(self):
         cleaned = super().clean()

@@ -6,7 +6,8 @@ instances, related objects attached as ``select_related`` would:
 
 * :func:`load_client`: the DOT application with its agent or tool server, by ``client_id``;
 * :func:`covering_grants_on_audience`: a principal's active grants for the requested capability keys on the
-  tool server with this audience in the agent's organization, inside the agent's ceiling.
+  tool server with this audience in the agent's organization, inside the agent's ceiling;
+* :func:`presented_token`: a presented access token's row and record (introspection and every decision).
 
 Nothing is cached: both run on every request, so a suspended agent or a revoked grant counts at once.  The
 ORM forms stay the reference (:func:`governance.oauth.scoping.evaluate_request`, the consent page);
@@ -181,6 +182,50 @@ def covering_grants_on_audience(
         Grant.capability.field.set_cached_value(grant, capability)
         grants.append(grant)
     return grants
+
+
+# ---- a presented token's record (introspection, decisions) ----------------------------------------------
+@lru_cache(maxsize=1)
+def _presented_statement() -> tuple[str, list[_Columns]]:
+    AccessToken = get_access_token_model()
+    token = _Columns(AccessToken, "at", names=("id", "expires"))
+    record, agent = _Columns(TokenRecord, "rec"), _Columns(Agent, "agent")
+    user, server = _Columns(User, "usr"), _Columns(ToolServer, "server")
+    # Only table and column names from the models' metadata are formatted in; the checksum is a parameter.
+    sql = (
+        f"SELECT {token.sql}, {record.sql}, {agent.sql}, {user.sql}, {server.sql}"  # noqa: S608
+        f" FROM {AccessToken._meta.db_table} at"
+        f" LEFT JOIN {TokenRecord._meta.db_table} rec ON rec.access_token_id = at.id"
+        f" LEFT JOIN {Agent._meta.db_table} agent ON agent.id = rec.agent_id"
+        f" LEFT JOIN {User._meta.db_table} usr ON usr.id = rec.user_id"
+        f" LEFT JOIN {ToolServer._meta.db_table} server ON server.id = rec.tool_server_id"
+        " WHERE at.token_checksum = %s"
+        " ORDER BY at.id LIMIT 1"
+    )
+    return sql, [token, record, agent, user, server]
+
+
+def presented_token(checksum: str):
+    """(DOT's access token with ``id`` and ``expires`` only, its :class:`TokenRecord` with agent, user and
+    tool server attached) for this checksum; (None, None) when no token has it.
+
+    Same as ``AccessToken.objects.filter(token_checksum=…).only("pk", "expires").first()`` and then
+    ``TokenRecord.objects.select_related("agent", "user", "tool_server").filter(access_token=…).first()``.
+    """
+    AccessToken = get_access_token_model()
+    db = router.db_for_read(AccessToken)
+    sql, parts = _presented_statement()
+    with prepared_cursor(connections[db]) as cursor:
+        cursor.execute(sql, [checksum])
+        row = cursor.fetchone()
+    if row is None:
+        return None, None
+    access_token, record, agent, user, server = _split(row, parts, db)
+    if record is not None:
+        TokenRecord.agent.field.set_cached_value(record, agent)
+        TokenRecord.user.field.set_cached_value(record, user)
+        TokenRecord.tool_server.field.set_cached_value(record, server)
+    return access_token, record
 
 
 # ---- the token record -----------------------------------------------------------------------------------

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from jwcrypto import jws, jwt
+from jwcrypto.common import base64url_decode, base64url_encode
 
 from governance.oauth import signing_keys
 
@@ -76,3 +79,64 @@ def verify(token: str, *, audience: str | None = None) -> dict:
         expected_type="JWS",
     )
     return json.loads(parsed.claims)
+
+
+class TokenRejected(Exception):
+    """Not a usable Gatehouse access token: ``reason`` is ``invalid`` or ``expired`` (fixed words)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+MAX_TOKEN_LENGTH = 8192
+_HEADER_MEMBERS = frozenset({"typ", "alg", "kid"})
+
+
+def verify_access_token(token: str, *, at: float | None = None) -> dict:
+    """The claims of a token this issuer signed (``typ`` at+jwt, a published key, our ``iss``), unexpired.
+
+    The mirror of :func:`sign`: the header is exactly ``typ``/``alg``/``kid``, the segments are canonical
+    base64url, and the signature verifies with the published key named by ``kid``.  Raises
+    :class:`TokenRejected` (``expired`` only for a token that is otherwise valid).
+    """
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH or not token.isascii():
+        raise TokenRejected("invalid")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise TokenRejected("invalid")
+    try:
+        header_bytes, payload = base64url_decode(parts[0]), base64url_decode(parts[1])
+        header = json.loads(header_bytes)
+    except (ValueError, TypeError):
+        raise TokenRejected("invalid") from None
+    if (
+        not isinstance(header, dict)
+        or set(header) != _HEADER_MEMBERS
+        or header["typ"] != "at+jwt"
+        or header["alg"] not in SIGNING_ALGS
+        or not isinstance(header["kid"], str)
+        or base64url_encode(header_bytes) != parts[0]
+        or base64url_encode(payload) != parts[1]
+    ):
+        raise TokenRejected("invalid")
+    key = signing_keys.verification_key(header["kid"])
+    if key is None:
+        raise TokenRejected("invalid")
+    try:
+        core = jws.JWSCore(header["alg"], key, header_bytes.decode(), payload, algs=SIGNING_ALGS)
+        signature = base64url_decode(parts[2])
+        if base64url_encode(signature) != parts[2]:
+            raise ValueError("not canonical base64url")
+        core.verify(signature)
+        claims = json.loads(payload)
+    except Exception:  # jwcrypto's InvalidJWSSignature, a key of the wrong type, bad JSON
+        raise TokenRejected("invalid") from None
+    if not isinstance(claims, dict) or claims.get("iss") != settings.GATEHOUSE_ISSUER:
+        raise TokenRejected("invalid")
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int):
+        raise TokenRejected("invalid")
+    if exp <= (time.time() if at is None else at):
+        raise TokenRejected("expired")
+    return claims

@@ -155,3 +155,30 @@ def public_jwk_set() -> jwk.JWKSet:
     for key in published_keys():
         keyset.add(jwk.JWK(**key.public_jwk))
     return keyset
+
+
+# Keys that verify access tokens, by kid, read once per process every few seconds (the same reasoning as the
+# signing key's cache: a key is published long before it signs).  An unknown kid re-reads at once, at most
+# once a second, so a key rotated in with ``--now`` is found and random kids cannot flood the database.
+_verifying: tuple[float, dict[str, jwk.JWK]] | None = None
+_verifying_reread_at = 0.0
+
+
+def forget_verification_keys() -> None:
+    global _verifying
+    _verifying = None
+
+
+def verification_key(kid: str) -> jwk.JWK | None:
+    """The published public key named ``kid`` (None when no published key has that kid)."""
+    global _verifying, _verifying_reread_at
+    now = time.monotonic()
+    cached = _verifying
+    if cached is not None and now < cached[0] and (kid in cached[1] or now < _verifying_reread_at):
+        return cached[1].get(kid)
+    keys = {key.kid: jwk.JWK(**key.public_jwk) for key in published_keys()}
+    seconds = getattr(settings, "GATEHOUSE_SIGNING_KEY_CACHE_SECONDS", SIGNING_KEY_CACHE_SECONDS)
+    if seconds > 0:
+        _verifying = (now + seconds, keys)
+        _verifying_reread_at = now + 1.0
+    return keys.get(kid)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 
-from oauth2_provider.models import get_access_token_model
-
 from governance import auth_levels
 from governance.conf import gatehouse_settings
 from governance.models import TokenRecord
+from governance.oauth import issuance_queries
 from governance.oauth.scoping import evaluate_request
 
 
@@ -30,16 +29,11 @@ def find_record(value: str) -> TokenRecord | None:
     """
     if not isinstance(value, str) or not value:
         return None
-    access_token = (
-        get_access_token_model().objects.filter(token_checksum=checksum(value)).only("pk", "expires").first()
-    )
+    # One read: DOT's row and the record with its agent, user and tool server (issuance_queries).
+    access_token, record = issuance_queries.presented_token(checksum(value))
     if access_token is None or access_token.is_expired():
         return None
-    return (
-        TokenRecord.objects.select_related("agent", "user", "tool_server")
-        .filter(access_token=access_token)
-        .first()
-    )
+    return record
 
 
 def still_valid(record: TokenRecord) -> bool:

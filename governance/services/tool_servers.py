@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -12,6 +11,7 @@ from oauth2_provider.models import get_application_model
 
 from audit import services as audit
 from audit.actions import Action
+from governance.enforcement.constraints import constraint_problems, constraints_error_sentence
 from governance.errors import InvalidInput, InvalidState
 from governance.keys import validate_public_jwks
 from governance.models import Capability, Organization, ToolServer
@@ -229,50 +229,12 @@ def _key_ids(jwks: dict) -> list[str]:
     return [key.get("kid", "?") for key in (jwks or {}).get("keys", [])]
 
 
-CONSTRAINT_RULES = {"equals", "in", "max", "min", "pattern", "max_length"}
-PARAMETER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
-_SCALAR = (str, int, float, bool)
-
-
-def _operand_ok(rule: str, operand) -> bool:
-    if rule == "equals":
-        return isinstance(operand, _SCALAR) and not (isinstance(operand, str) and len(operand) > 200)
-    if rule == "in":
-        return (
-            isinstance(operand, list) and 0 < len(operand) <= 100
-            and all(_operand_ok("equals", item) for item in operand)
-        )
-    if rule in ("max", "min"):
-        return isinstance(operand, int | float) and not isinstance(operand, bool)
-    if rule == "max_length":
-        return isinstance(operand, int) and not isinstance(operand, bool) and operand >= 0
-    if not isinstance(operand, str) or len(operand) > 200:  # pattern
-        return False
-    try:
-        re.compile(operand)
-    except re.error:
-        return False
-    return True
-
-
 def _check_constraints(value) -> dict:
-    """Parameter constraints: {param: {rule: operand}}, rules as in CONSTRAINT_RULES; "$user" is the user."""
-    if not isinstance(value, dict) or len(value) > 32:
-        raise InvalidInput("Constraints must be a mapping of at most 32 parameter names to rules.")
-    for param, rule in value.items():
-        if not isinstance(param, str) or not PARAMETER.fullmatch(param):
-            raise InvalidInput("A constraint names an unusable parameter.", errors={"constraints": ["name"]})
-        if not isinstance(rule, dict) or not rule or set(rule) - CONSTRAINT_RULES:
-            raise InvalidInput(
-                f"Constraint for {param!r} must use only: {', '.join(sorted(CONSTRAINT_RULES))}.",
-                errors={"constraints": [f"{param}: unknown rule"]},
-            )
-        bad = sorted(name for name, operand in rule.items() if not _operand_ok(name, operand))
-        if bad:
-            raise InvalidInput(
-                f"Constraint for {param!r} has an unusable operand for {', '.join(bad)}.",
-                errors={"constraints": [f"{param}: bad operand"]},
-            )
+    """The constraint language's rule (:mod:`governance.enforcement.constraints`), as a domain error."""
+    problems = constraint_problems(value)
+    if problems:
+        messages = [f"{path}: {reason}" if path else reason for path, reason in problems]
+        raise InvalidInput(constraints_error_sentence(problems), errors={"constraints": messages})
     return value
 
 

@@ -1,0 +1,74 @@
+"""The approvals seam of the user check: which calls need people to agree first, and the single-use token an
+approval yields.
+
+* :func:`approval_needed` is the one place that decides "this call waits for approval" (today: the
+  capability says so).  The approvals work turns an ``approval_required`` denial into a request.
+* Once approved, the agent receives a token whose ``authorization_details`` (RFC 9396) hold the approved
+  call: ``{"type": "tool_call", "capability": KEY, "tool": TOOL, "parameters": {...}}`` (``tool``
+  optional).  :func:`approved_entry` finds the entry matching this exact call (same capability, same tool
+  when named, parameters equal as JSON values, type-strict), and :func:`consume` lets each entry pass once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.core.cache import cache
+
+from governance.enforcement.limits import LimiterUnavailable, redis_client
+
+log = logging.getLogger(__name__)
+
+AUTHORIZATION_DETAILS_TYPE = "tool_call"
+MAX_ENTRIES = 16
+
+
+def approval_needed(capability: Any, parameters: dict[str, Any]) -> bool:
+    """Whether this call of ``capability`` must be approved by people before it runs."""
+    return bool(capability.requires_approval)
+
+
+def _canonical(value: Any) -> str:
+    # sort_keys and no NaN: two JSON values are equal exactly when these strings are; True != 1 here.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def approved_entry(claims: dict[str, Any], *, capability_key: str, tool: str, parameters: dict) -> int | None:
+    """Index of the token's ``authorization_details`` entry that approves exactly this call, or None."""
+    details = claims.get("authorization_details")
+    if not isinstance(details, list):
+        return None
+    wanted = _canonical(parameters)
+    for index, entry in enumerate(details[:MAX_ENTRIES]):
+        if not isinstance(entry, dict) or entry.get("type") != AUTHORIZATION_DETAILS_TYPE:
+            continue
+        if entry.get("capability") != capability_key:
+            continue
+        if "tool" in entry and entry["tool"] != tool:
+            continue
+        approved = entry.get("parameters")
+        if isinstance(approved, dict) and _canonical(approved) == wanted:
+            return index
+    return None
+
+
+def consume(*, jti: str, index: int, expires_at: float, now: float) -> bool:
+    """Mark entry ``index`` of token ``jti`` used; False when it was used before.  Kept until the token
+    expires (it cannot be presented after).  Raises :class:`LimiterUnavailable` when the store is down."""
+    key = "gh:approved-call:" + hashlib.sha256(f"{jti}\x00{index}".encode()).hexdigest()
+    ttl = max(1, math.ceil(expires_at - now) + 5)
+    url = settings.GATEHOUSE_RATE_LIMIT_REDIS_URL
+    if not url:
+        return cache.add(key, 1, timeout=ttl)
+    client = redis_client(url, settings.GATEHOUSE_DECISION_STORE_TIMEOUT_SECONDS)
+    try:
+        return bool(client.set(key, 1, nx=True, ex=ttl))
+    except redis.RedisError as exc:
+        log.warning("approved-call store unavailable (%s); call refused", type(exc).__name__)
+        raise LimiterUnavailable from None
