@@ -153,8 +153,8 @@ def test_the_mcp_sdk_client_calls_the_demo_server_with_a_gatehouse_token(issuer,
     assert len(sections) == 3, text
     own, outside, other = sections
     assert "allowed:" in own and '"name":"Alice"' in own.replace(" ", "")
-    assert "REFUSED: insufficient_scope" in outside
-    assert "REFUSED: constraint_violated" in other and "Bob" not in other and "p-002\n" not in other
+    assert "REFUSED: insufficient_scope: " in outside
+    assert "REFUSED: constraint_violated: " in other and "Bob" not in other and "p-002\n" not in other
 
     events = list(AuditEvent.objects.filter(action__startswith="decision.").order_by("seq"))
     assert [e.action for e in events] == ["decision.allowed", "decision.denied", "decision.denied"]
