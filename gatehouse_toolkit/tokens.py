@@ -118,7 +118,7 @@ class AccessTokenVerifier:
         if key.get("alg") not in (None, alg):
             raise TokenRejected("alg")
         try:
-            payload_bytes = _jose.json_segment(payload_segment)[1]
+            claims, payload_bytes = _jose.json_segment(payload_segment)
             signature = base64url_decode(signature_segment)
             core = jws.JWSCore(alg, key, raw_header.decode(), payload_bytes, algs=list(self._algs))
             # JWSCore re-encodes what it was given; a non-canonical encoding therefore fails here too.
@@ -131,7 +131,6 @@ class AccessTokenVerifier:
             raise TokenRejected("malformed") from None
         except Exception:  # InvalidJWSSignature, key type/curve mismatches
             raise TokenRejected("signature") from None
-        claims = _jose.json_segment(payload_segment)[0]
         return self._check_claims(token, claims)
 
     def _check_claims(self, token: str, claims: dict[str, Any]) -> VerifiedToken:
