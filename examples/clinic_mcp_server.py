@@ -29,10 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import uvicorn  # noqa: E402
 from mcp.server import MCPServer  # noqa: E402
 from mcp.server.mcpserver.exceptions import ToolError  # noqa: E402
 
 from gatehouse_toolkit import JWKSCache, ToolServerGuard, ToolServerSettings  # noqa: E402
+from gatehouse_toolkit.asgi import MetadataEndpoint  # noqa: E402
 from gatehouse_toolkit.mcp import GatehouseTokenVerifier, ToolCheck, auth_settings  # noqa: E402
 
 RESOURCE = "https://records.clinic.example/mcp"
@@ -51,6 +53,17 @@ APPOINTMENTS: dict[str, dict[str, Any]] = {
     "a-102": {"patient_id": "p-003", "when": "2026-12-12T08:15", "with": "Dr. Tanaka"},
 }
 PRESCRIPTION_REQUESTS: list[dict[str, Any]] = []
+
+
+def clinic_settings(issuer: str, resource: str = RESOURCE) -> ToolServerSettings:
+    # No DPoP algorithms: the MCP SDK's server middleware reads Bearer tokens only, so none are advertised.
+    return ToolServerSettings(
+        issuer=issuer,
+        resource=resource,
+        scopes_supported=SCOPES,
+        resource_name="Clinic records",
+        dpop_algs=(),
+    )
 
 
 class Credentials:
@@ -72,6 +85,13 @@ class Credentials:
             )
             self._check = ToolCheck(ToolServerGuard(settings, keys=self.keys))
         return self._check
+
+
+def build_app(settings: ToolServerSettings, *, credentials_path: Path = CREDENTIALS):
+    """The ASGI app: the MCP server at /mcp, its protected-resource metadata from the toolkit's settings."""
+    server = build_server(settings, credentials_path=credentials_path)
+    app = server.streamable_http_app(stateless_http=True, json_response=True, host="127.0.0.1")
+    return MetadataEndpoint(app, ToolServerGuard(settings))
 
 
 def build_server(settings: ToolServerSettings, *, credentials_path: Path = CREDENTIALS) -> MCPServer:
@@ -151,12 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--credentials", default=str(CREDENTIALS))
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    settings = ToolServerSettings(
-        issuer=opts.issuer, resource=opts.resource, scopes_supported=SCOPES, resource_name="Clinic records"
-    )
-    server = build_server(settings, credentials_path=Path(opts.credentials))
+    settings = clinic_settings(opts.issuer, opts.resource)
+    app = build_app(settings, credentials_path=Path(opts.credentials))
     print(f"clinic records MCP server: http://127.0.0.1:{opts.port}/mcp  (resource {settings.resource})")
-    server.run("streamable-http", host="127.0.0.1", port=opts.port, stateless_http=True, json_response=True)
+    uvicorn.run(app, host="127.0.0.1", port=opts.port, log_level="info")
     return 0
 
 

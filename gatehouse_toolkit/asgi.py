@@ -45,6 +45,26 @@ async def send_challenge(send: Send, challenge: Challenge) -> None:
     await _send_json(send, challenge.status, challenge.body(), challenge.headers)
 
 
+class MetadataEndpoint:
+    """Serves this tool server's RFC 9728 document in front of ``app`` and passes everything else through.
+
+    For apps that authenticate on their own (the MCP SDK's) but whose metadata should come from the
+    toolkit's settings (scopes, DPoP algorithms).
+    """
+
+    def __init__(self, app: ASGIApp, guard: ToolServerGuard):
+        self.app = app
+        self.guard = guard
+        self.metadata_path = metadata_path(guard.settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("root_path", "") + scope["path"] == self.metadata_path:
+            if scope["method"] not in ("GET", "HEAD"):
+                return await _send_json(send, 405, {"error": "method_not_allowed"}, {"Allow": "GET, HEAD"})
+            return await _send_json(send, 200, self.guard.metadata(), {"Access-Control-Allow-Origin": "*"})
+        return await self.app(scope, receive, send)
+
+
 class GatehouseMiddleware:
     """Wraps ``app``; ``public_paths`` (exact paths) pass without a token (health checks and the like)."""
 

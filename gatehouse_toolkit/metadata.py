@@ -13,8 +13,9 @@ def protected_resource_metadata(settings: ToolServerSettings) -> dict:
         "resource": settings.resource,
         "authorization_servers": [settings.issuer],
         "bearer_methods_supported": ["header"],
-        "dpop_signing_alg_values_supported": list(settings.dpop_algs),
     }
+    if settings.dpop_algs:  # empty for a tool server that takes no DPoP tokens (the MCP SDK adapter)
+        document["dpop_signing_alg_values_supported"] = list(settings.dpop_algs)
     if settings.scopes_supported:
         document["scopes_supported"] = list(settings.scopes_supported)
     if settings.resource_name:

@@ -229,3 +229,17 @@ def test_mcp_token_verifier(guard, signed):
     assert anyio.run(verifier.verify_token, "garbage") is None
     # A DPoP-bound token arrives at the SDK's Bearer middleware without its proof: refused.
     assert anyio.run(verifier.verify_token, signed(cnf_jkt=dpop_client.new_key().thumbprint())) is None
+
+
+def test_metadata_endpoint_serves_the_toolkits_document_in_front_of_another_app(guard):
+    async def inner(scope, receive, send):
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    from gatehouse_toolkit.asgi import MetadataEndpoint
+
+    app = MetadataEndpoint(inner, guard)
+    document = call(app, "GET", "/.well-known/oauth-protected-resource/mcp")
+    assert document.status_code == 200 and document.json() == guard.metadata()
+    assert call(app, "POST", "/.well-known/oauth-protected-resource/mcp").status_code == 405
+    assert call(app, "GET", "/mcp").status_code == 418

@@ -142,3 +142,5 @@ def test_protected_resource_metadata_from_settings():
     root = ToolServerSettings(issuer="https://gh.test", resource="https://api.test/")
     assert root.metadata_url == "https://api.test/.well-known/oauth-protected-resource"
     assert "scopes_supported" not in protected_resource_metadata(root)
+    bearer_only = ToolServerSettings(issuer="https://gh.test", resource="https://api.test/", dpop_algs=())
+    assert "dpop_signing_alg_values_supported" not in protected_resource_metadata(bearer_only)

