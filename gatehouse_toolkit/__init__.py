@@ -7,7 +7,14 @@ Importable without Django or the portal: it needs jwcrypto and httpx.  The adapt
 
 from gatehouse_toolkit.challenges import Challenge, Challenges
 from gatehouse_toolkit.decisions import Decision, DecisionClient, evaluation_request
-from gatehouse_toolkit.dpop import DPoPVerifier, MemoryReplayCache, ProofRejected, ReplayCache, VerifiedProof
+from gatehouse_toolkit.dpop import (
+    DPoPVerifier,
+    MemoryReplayCache,
+    ProofRejected,
+    RedisReplayCache,
+    ReplayCache,
+    VerifiedProof,
+)
 from gatehouse_toolkit.guard import Caller, Refused, ToolServerGuard, parse_authorization
 from gatehouse_toolkit.jwks import JWKSCache
 from gatehouse_toolkit.metadata import protected_resource_metadata
@@ -25,6 +32,7 @@ __all__ = [
     "JWKSCache",
     "MemoryReplayCache",
     "ProofRejected",
+    "RedisReplayCache",
     "Refused",
     "ReplayCache",
     "TokenRejected",

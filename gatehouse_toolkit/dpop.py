@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import math
 import re
 import threading
 import time
@@ -28,6 +30,8 @@ from jwcrypto.common import base64url_decode, base64url_encode
 
 from gatehouse_toolkit import _jose
 from gatehouse_toolkit.settings import ToolServerSettings
+
+log = logging.getLogger(__name__)
 
 _KTY_FOR_ALG = {"ES256": "EC", "ES384": "EC", "ES512": "EC", "EdDSA": "OKP"}
 _CRV_FOR_ALG = {"ES256": {"P-256"}, "ES384": {"P-384"}, "ES512": {"P-521"}, "EdDSA": {"Ed25519", "Ed448"}}
@@ -53,6 +57,10 @@ _FAILURES: dict[str, tuple[str, str]] = {
     "key_mismatch": ("dpop_invalid", "The DPoP proof key is not the key the token is bound to."),
     "replay": ("dpop_invalid", "The DPoP proof has already been used."),
     "replay_cache_full": ("dpop_invalid", "The DPoP proof could not be checked against replay; retry later."),
+    "replay_cache_unavailable": (
+        "dpop_invalid",
+        "The DPoP proof could not be checked against replay; retry later.",
+    ),
 }
 
 
@@ -120,6 +128,21 @@ class MemoryReplayCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class RedisReplayCache:
+    """Replay cache shared by every process of a tool server: one ``SET key 1 NX EX ttl`` per proof.
+
+    ``client`` is a ``redis.Redis`` (or anything with the same ``set``); the toolkit does not depend on the
+    redis package.  An error talking to it refuses the proof (fail closed).
+    """
+
+    def __init__(self, client: Any, *, prefix: str = "gatehouse-toolkit:dpop:"):
+        self.client = client
+        self.prefix = prefix
+
+    def add(self, key: str, ttl: float) -> bool:
+        return bool(self.client.set(self.prefix + key, 1, nx=True, ex=max(1, math.ceil(ttl))))
 
 
 def access_token_hash(access_token: str) -> str:
@@ -267,6 +290,9 @@ class DPoPVerifier:
             fresh = self.replay_cache.add(replay_key, ttl)
         except ReplayCacheFull:
             raise ProofRejected("replay_cache_full") from None
+        except Exception as exc:  # the shared store's own errors (connection refused, timeouts): fail closed
+            log.warning("DPoP replay cache unavailable (%s); proof refused", type(exc).__name__)
+            raise ProofRejected("replay_cache_unavailable") from None
         if not fresh:
             raise ProofRejected("replay")
         return VerifiedProof(proof=proof, jkt=thumbprint, jti=jti, iat=iat)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from gatehouse_toolkit import MemoryReplayCache, ProofRejected, Refused
@@ -10,6 +12,7 @@ from tests.oauth import dpop_client
 from tests.toolkit.conftest import Clock
 
 TOOL_URL = "https://records.example.test/mcp"
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/4"  # keys are prefixed, then deleted
 
 
 @pytest.fixture
@@ -167,3 +170,39 @@ def test_ath_is_the_base64url_sha256_of_the_token():
     assert access_token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU") == (
         "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
     )
+
+
+def test_a_redis_replay_cache_is_shared_and_fails_closed(offline_guard, bound):
+    import redis
+
+    from gatehouse_toolkit import RedisReplayCache
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("Redis does not answer")
+    token, key = bound
+    prefix = f"gatehouse-toolkit-test:{key.thumbprint()}:"
+    offline_guard.dpop.replay_cache = RedisReplayCache(client, prefix=prefix)
+    good = proof(token, key)
+    assert authenticate(offline_guard, token, [good])
+    # Another process of the same tool server, sharing the store, sees the jti.
+    from gatehouse_toolkit import ToolServerGuard
+
+    other = ToolServerGuard(offline_guard.settings, keys=offline_guard.tokens.keys)
+    other.dpop.replay_cache = RedisReplayCache(client, prefix=prefix)
+    assert "already been used" in refused(other, token, [good]).challenge.description
+    stored = list(client.scan_iter(prefix + "*"))
+    assert len(stored) == 1 and 0 < client.ttl(stored[0]) <= 66
+    client.delete(*stored)
+
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)  # nothing listens on port 1
+    offline_guard.dpop.replay_cache = RedisReplayCache(dead)
+    assert "retry later" in refused(offline_guard, token, [proof(token, key)]).challenge.description
+
+
+@pytest.mark.parametrize("value", ["x" * 9000, "a.b.c\x00", "é.b.c", " , "])
+def test_hostile_dpop_headers_are_refused(offline_guard, bound, value):
+    token, _ = bound
+    assert refused(offline_guard, token, [value]).challenge.status == 401
