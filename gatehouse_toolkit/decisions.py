@@ -209,7 +209,8 @@ class DecisionClient:
             return Decision.unavailable()
 
     async def aevaluate(self, **request: Any) -> Decision:
-        """The async twin of :meth:`evaluate`."""
+        """The async twin of :meth:`evaluate`.  Its connection pool belongs to the event loop of the first
+        call: use one client per loop (a server has one)."""
         if self._async_http is None:
             self._async_http = httpx.AsyncClient(timeout=self._timeout)
         body = evaluation_request(**request)
