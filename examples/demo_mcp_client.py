@@ -8,8 +8,8 @@ With `make run` serving Gatehouse on 127.0.0.1:8000 and examples/clinic_mcp_serv
     DEBUG=1 .venv/bin/python examples/demo_mcp_client.py
 
 On its first run it registers the Records tool server's demo key (var/demo_keys/records-tool-server.json,
-never committed) through the tool_server_set_keys service, as the system; the MCP server picks it up at its
-next tool call.  Then voice-assistant gets a token for the patient alice (code + PKCE, consent, as in
+never committed) through the tool_server_set_credentials service, as the system; the MCP server picks it up
+at its next tool call.  Then voice-assistant gets a token for the patient alice (code + PKCE, consent, as in
 examples/demo_agent.py) and, through the MCP Python SDK's client:
 
 1. reads alice's own record (p-001): allowed;
@@ -53,7 +53,7 @@ def ensure_tool_server_key(path: Path, out) -> None:
 
     from audit.services import SYSTEM
     from governance.models import ToolServer
-    from governance.services import tool_server_set_keys
+    from governance.services import tool_server_set_credentials
 
     server = ToolServer.objects.get(name=TOOL_SERVER, organization__slug="clinic")
     if path.exists():
@@ -63,7 +63,12 @@ def ensure_tool_server_key(path: Path, out) -> None:
         key = jwk.JWK.generate(kty="EC", crv="P-256", kid="demo-records-tool-server", use="sig", alg="ES256")
     public = json.loads(key.export_public())
     if [k.get("kid") for k in server.jwks.get("keys", [])] != [public["kid"]] or server.application is None:
-        tool_server_set_keys(actor=SYSTEM, tool_server=server, jwks={"keys": [public]})
+        tool_server_set_credentials(
+            actor=SYSTEM,
+            tool_server=server,
+            token_endpoint_auth_method="private_key_jwt",
+            jwks={"keys": [public]},
+        )
         print(f"registered the demo public key {public['kid']} on the {TOOL_SERVER} tool server", file=out)
     stored = {"client_id": server.application.client_id, "jwk": json.loads(key.export_private())}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from audit.models import AuditEvent
 from audit.services import SYSTEM
 from gatehouse_toolkit import Refused, ToolServerGuard
 from governance.models import Grant
-from governance.services import agent_suspend, grant_revoke, tool_server_set_keys
+from governance.services import agent_suspend, grant_revoke, tool_server_set_credentials
 from tests.oauth import dpop_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,7 +41,12 @@ def registered_guard(live, **kwargs) -> ToolServerGuard:
     """A guard for the Records tool server holding its own registered key."""
     key = jwk.JWK.generate(kty="EC", crv="P-256", kid="records-e2e")
     records = live.world.records
-    tool_server_set_keys(actor=SYSTEM, tool_server=records, jwks={"keys": [json.loads(key.export_public())]})
+    tool_server_set_credentials(
+        actor=SYSTEM,
+        tool_server=records,
+        token_endpoint_auth_method="private_key_jwt",
+        jwks={"keys": [json.loads(key.export_public())]},
+    )
     settings = live.settings(
         client_id=records.application.client_id, private_jwk=json.loads(key.export_private()), **kwargs
     )
