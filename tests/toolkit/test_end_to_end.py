@@ -21,7 +21,12 @@ from audit.models import AuditEvent
 from audit.services import SYSTEM
 from gatehouse_toolkit import Refused, ToolServerGuard
 from governance.models import Grant
-from governance.services import agent_suspend, grant_revoke, tool_server_set_credentials
+from governance.services import (
+    agent_suspend,
+    grant_revoke,
+    tool_server_issue_secret,
+    tool_server_set_credentials,
+)
 from tests.oauth import dpop_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -75,6 +80,20 @@ def test_allowed_then_refused_outside_the_grant(live):
     assert 'scope="records.write_own"' in refused.challenge.headers["WWW-Authenticate"]
     events = list(AuditEvent.objects.filter(action__startswith="decision.").order_by("seq"))
     assert [e.action for e in events] == ["decision.allowed", "decision.denied"]
+
+
+def test_a_tool_server_with_a_client_secret_authenticates_with_basic(live):
+    records = live.world.records
+    tool_server_set_credentials(
+        actor=SYSTEM, tool_server=records, token_endpoint_auth_method="client_secret_basic"
+    )
+    secret = tool_server_issue_secret(actor=SYSTEM, tool_server=records)
+    guard = ToolServerGuard(live.settings(client_id=records.application.client_id, client_secret=secret))
+    assert decide(guard, live.token()).allowed
+    wrong = ToolServerGuard(
+        live.settings(client_id=records.application.client_id, client_secret=secret + "x")
+    )
+    assert refusal(wrong, live.token()).decision.reason == "unavailable"
 
 
 def test_a_dpop_bound_token_with_its_proof_is_decided_by_both_halves(live):
