@@ -93,9 +93,8 @@ def test_apply_creates_everything_through_the_services(tmp_path):
         cancel.requires_step_up,
     ) == ("high", True, 1, True)
     assert Capability.objects.get(key="prescriptions.request").approvals_required == 2
-    assert Capability.objects.get(key="records.read_own").constraints == {
-        "patient_id": {"equals": "$user.patient_id"}
-    }
+    constraints = Capability.objects.get(key="records.read_own").constraints
+    assert constraints == {"patient_id": {"equals": "$user.patient_id"}}
     voice = Agent.objects.get(name="voice-assistant")
     assert voice.kind == "interactive" and voice.application.redirect_uris == "http://127.0.0.1:8765/callback"
     assert [k["kid"] for k in voice.jwks["keys"]] == ["voice-agent-2025"]
