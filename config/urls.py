@@ -10,5 +10,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
     path("", include("governance.oauth.urls")),
+    path("portal/approvals/", include("approvals.urls")),
+    path("api/approvals/", include("approvals.api.urls")),
     path("portal/", include("governance.urls")),
 ]
