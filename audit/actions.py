@@ -70,6 +70,17 @@ class Action(models.TextChoices):
     APPROVAL_REQUESTED = "approval.requested"
     APPROVAL_DECIDED = "approval.decided"
     APPROVAL_EXPIRED = "approval.expired"
+    # Approvals (the approvals app): each request's life, its emails and links, its single-use token.
+    APPROVAL_REFUSED = "approval.refused"
+    APPROVAL_NOTIFIED = "approval.notified"
+    APPROVAL_REMINDED = "approval.reminded"
+    APPROVAL_LINK_OPENED = "approval.link_opened"
+    APPROVAL_LINK_REFUSED = "approval.link_refused"
+    APPROVAL_APPROVED = "approval.approved"
+    APPROVAL_DENIED = "approval.denied"
+    APPROVAL_CANCELLED = "approval.cancelled"
+    APPROVAL_TOKEN_ISSUED = "approval.token_issued"
+    APPROVAL_TOKEN_USED = "approval.token_used"
 
 
 class Result(models.TextChoices):

@@ -120,7 +120,7 @@ def refuse_insecure_production(
         problems.append("DATABASE_URL must point to PostgreSQL in production.")
     if urlsplit(issuer).scheme != "https":
         problems.append("GATEHOUSE_ISSUER must be an https:// URL in production.")
-    if email_backend.endswith("console.EmailBackend") or email_backend.endswith("dummy.EmailBackend"):
+    if email_backend.endswith(("console.EmailBackend", "dummy.EmailBackend", "OutboxEmailBackend")):
         problems.append("EMAIL_BACKEND must deliver mail in production (approvals are sent by email).")
     if audit_signing_key_file is not None and not audit_signing_key and not audit_signing_key_file.is_file():
         problems.append(

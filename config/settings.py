@@ -66,6 +66,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "approvals.context.pending_approvals",
             ],
         },
     },
@@ -104,6 +105,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audit.tasks.create_checkpoint",
         "schedule": env.integer("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=300),
     },
+    # Approvals (docs/approvals.md): resend what stayed unsent, remind before expiry, expire stale requests.
+    "approvals-resend-unsent": {
+        "task": "approvals.tasks.resend_unsent",
+        "schedule": env.integer("GATEHOUSE_APPROVAL_RESEND_INTERVAL_SECONDS", default=30),
+    },
+    "approvals-remind": {
+        "task": "approvals.tasks.remind_pending",
+        "schedule": env.integer("GATEHOUSE_APPROVAL_REMIND_INTERVAL_SECONDS", default=60),
+    },
+    "approvals-expire": {
+        "task": "approvals.tasks.expire_stale",
+        "schedule": env.integer("GATEHOUSE_APPROVAL_EXPIRE_INTERVAL_SECONDS", default=30),
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -128,10 +142,10 @@ AUTHENTICATION_BACKENDS = [
     "governance.permissions.RolePermissionBackend",
 ]
 
-# Mail: console in the default run; the standard EMAIL_* settings otherwise.
+# Mail: the console plus a folder the development outbox page reads in the default run; SMTP otherwise.
 EMAIL_BACKEND = env.text(
     "EMAIL_BACKEND",
-    default="django.core.mail.backends.console.EmailBackend"
+    default="approvals.dev_mail.OutboxEmailBackend"
     if DEBUG
     else "django.core.mail.backends.smtp.EmailBackend",
 )
@@ -143,6 +157,24 @@ EMAIL_USE_TLS = env.flag("EMAIL_USE_TLS", default=False)
 EMAIL_USE_SSL = env.flag("EMAIL_USE_SSL", default=False)
 EMAIL_TIMEOUT = env.integer("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.text("DEFAULT_FROM_EMAIL", default="gatehouse@localhost")
+
+# Approvals (docs/approvals.md).  A claimed email is re-sent by the beat job once its lease lapses: the
+# lease must outlast one SMTP conversation (EMAIL_TIMEOUT per step).  Links die with their request, and at
+# the latest this long after they were sent.  Reminders go out this long before a request expires.
+GATEHOUSE_APPROVAL_MAIL_LEASE_SECONDS = env.integer("GATEHOUSE_APPROVAL_MAIL_LEASE_SECONDS", default=120)
+GATEHOUSE_APPROVAL_MAIL_MAX_ATTEMPTS = env.integer("GATEHOUSE_APPROVAL_MAIL_MAX_ATTEMPTS", default=8)
+GATEHOUSE_APPROVAL_LINK_MAX_AGE_SECONDS = env.integer(
+    "GATEHOUSE_APPROVAL_LINK_MAX_AGE_SECONDS", default=86400
+)
+GATEHOUSE_APPROVAL_REMIND_BEFORE_SECONDS = env.integer(
+    "GATEHOUSE_APPROVAL_REMIND_BEFORE_SECONDS", default=600
+)
+GATEHOUSE_APPROVAL_POLL_INTERVAL_SECONDS = env.integer("GATEHOUSE_APPROVAL_POLL_INTERVAL_SECONDS", default=5)
+GATEHOUSE_GRANT_APPROVAL_EXPIRY_SECONDS = env.integer(
+    "GATEHOUSE_GRANT_APPROVAL_EXPIRY_SECONDS", default=86400
+)
+# The development outbox page (/portal/approvals/outbox/, DEBUG only) reads the mail saved here.
+GATEHOUSE_DEV_OUTBOX_DIR = env.path("GATEHOUSE_DEV_OUTBOX_DIR", VAR_DIR / "outbox", base=BASE_DIR)
 
 # Security headers and cookies; production values are enforced, not merely suggested.
 SECURE_CONTENT_TYPE_NOSNIFF = True

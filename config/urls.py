@@ -11,5 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("governance.oauth.urls")),
     path("", include("governance.enforcement.urls")),
+    path("portal/approvals/", include("approvals.urls")),
+    path("api/approvals/", include("approvals.api.urls")),
     path("portal/", include("governance.urls")),
 ]

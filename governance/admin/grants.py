@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils import timezone
 
+from approvals.policy import grant_needs_second_admin
+from approvals.services import grant_request_create
 from governance import selectors, services
 from governance.admin.agents import grant_state
-from governance.admin.base import ServiceAdmin, ServiceForm, confirm_with_reason
+from governance.admin.base import _REFUSAL, ServiceAdmin, ServiceForm, confirm_with_reason
+from governance.errors import GovernanceError, NotPermitted
 from governance.mfa.guards import ensure_fresh_for_grant, high_risk_grant_refusal
 from governance.models import Grant
 
@@ -103,16 +108,53 @@ class GrantAdmin(ServiceAdmin):
         return grant_state(grant)
 
     def add_view(self, request, form_url="", extra_context=None):
-        # Granting a high or critical capability needs a fresh second factor (docs/step-up.md).
+        # Granting a high or critical capability needs a fresh second factor (docs/step-up.md), and then
+        # another admin's approval before the grant exists (docs/approvals.md).
         if request.method == "POST":
             refusal = high_risk_grant_refusal(request, request.POST.get("capability"))
             if refusal is not None:
                 return refusal
+            proposed = self.propose_for_approval(request)
+            if proposed is not None:
+                return proposed
         return super().add_view(request, form_url, extra_context)
+
+    def propose_for_approval(self, request):
+        """A valid grant that needs a second admin becomes an approval request; None: the usual path."""
+        form = self.get_form(request)(request.POST)
+        if not form.is_valid():
+            return None
+        data = form.cleaned_data
+        if not grant_needs_second_admin(actor=request.user, capability=data["capability"]):
+            return None
+        try:
+            ensure_fresh_for_grant(request, data["capability"])
+            proposal = grant_request_create(
+                actor=request.user,
+                agent=data["agent"],
+                capability=data["capability"],
+                user=data.get("user"),
+                expires_at=data.get("expires_at"),
+                reason=data.get("reason", ""),
+            )
+        except GovernanceError as exc:
+            # Shown on the form again, exactly as a refusal by grant_create would be.
+            self.message_user(request, exc.message, messages.ERROR)
+            setattr(request, _REFUSAL, exc)
+            return None
+        self.message_user(
+            request,
+            f"Granting {proposal.capability.key} needs a second admin: the request waits for another "
+            "admin's approval, and the grant exists once they approve.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:approvals_actionrequest_change", args=[proposal.pk]))
 
     def service_create(self, request, form):
         data = form.cleaned_data
         ensure_fresh_for_grant(request, data["capability"])
+        if grant_needs_second_admin(actor=request.user, capability=data["capability"]):
+            raise NotPermitted(f"Granting {data['capability'].key} needs a second admin's approval.")
         return services.grant_create(
             actor=request.user,
             agent=data["agent"],

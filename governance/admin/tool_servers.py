@@ -177,6 +177,13 @@ class CapabilityForm(ServiceForm):
         help_text='Parameter constraints (docs/constraints.md), e.g. {"patient_id": {"equals": "$user"}}.',
     )
 
+    approval_expiry_seconds = forms.IntegerField(
+        required=False,
+        min_value=60,
+        max_value=7 * 24 * 3600,
+        help_text="How long a request waits for approvers (seconds; empty: one hour).",
+    )
+
     class Meta:
         model = Capability
         fields = "__all__"
@@ -187,6 +194,10 @@ class CapabilityForm(ServiceForm):
         if problems:
             raise forms.ValidationError([f"{where}: {why}" if where else why for where, why in problems])
         return value
+
+    def clean_approval_expiry_seconds(self):
+        value = self.cleaned_data.get("approval_expiry_seconds")
+        return Capability._meta.get_field("approval_expiry_seconds").default if value is None else value
 
     def clean(self):
         cleaned = super().clean()
@@ -232,6 +243,12 @@ class CapabilityAdmin(ServiceAdmin):
         "rate_limit_per_minute",
         "daily_quota",
         "constraints",
+        "approver_role",
+        "named_approvers",
+        "on_behalf_of_may_approve",
+        "exclude_agent_owner",
+        "tolerate_denials",
+        "approval_expiry_seconds",
     )
 
     def get_readonly_fields(self, request, obj=None):
@@ -240,12 +257,16 @@ class CapabilityAdmin(ServiceAdmin):
     def service_create(self, request, form):
         data = form.cleaned_data
         fields = {name: data[name] for name in CAPABILITY_FIELDS if name in data}
+        if data.get("named_approvers"):
+            fields["named_approvers"] = list(data["named_approvers"])
         return services.capability_create(
             actor=request.user, tool_server=data["tool_server"], key=data["key"], **fields
         )
 
     def service_update(self, request, obj, form):
         changes = changed(form, CAPABILITY_FIELDS)
+        if "named_approvers" in form.changed_data:
+            changes["named_approvers"] = list(form.cleaned_data["named_approvers"])
         if not changes:
             return None
         return services.capability_update(actor=request.user, capability=self.fresh(obj), **changes)

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 from audit.actions import ActorType
-from governance.models.organizations import Organization
+from governance.models.organizations import Organization, Role
 
 # A capability key is an OAuth scope token (RFC 6749 §3.3) of a narrow shape: dotted lowercase words.
 # The pattern ends in \Z, not $: "$" also matches before a trailing newline in Python's re (which SQLite's
@@ -78,6 +78,36 @@ class Capability(models.Model):
         blank=True,
         help_text='Parameter constraints, e.g. {"patient_id": {"equals": "$user"}}.',
     )
+    # Approval policy (approvals app, docs/approvals.md): who may approve a request for this capability,
+    # who never may, and what one denial does.  The requester never approves their own request.
+    approver_role = models.CharField(
+        max_length=16,
+        choices=Role.choices,
+        blank=True,
+        default=Role.APPROVER,
+        help_text="Everyone with this role in the organization may approve (blank: nobody by role).",
+    )
+    named_approvers = models.ManyToManyField(
+        "governance.User",
+        blank=True,
+        related_name="approvable_capabilities",
+        help_text="These people may approve as well, whatever their role.",
+    )
+    on_behalf_of_may_approve = models.BooleanField(
+        default=False, help_text="The user the agent acts for may approve their own agent's request."
+    )
+    exclude_agent_owner = models.BooleanField(
+        default=False, help_text="The agent's owner never approves this agent's requests."
+    )
+    tolerate_denials = models.BooleanField(
+        default=False,
+        help_text="Off: one denial ends the request.  On: it ends only when too few approvers remain.",
+    )
+    approval_expiry_seconds = models.PositiveIntegerField(
+        default=3600,
+        validators=[MinValueValidator(60), MaxValueValidator(7 * 24 * 3600)],
+        help_text="How long a request waits for approvers (seconds, 60 to 7 days).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -100,6 +130,16 @@ class Capability(models.Model):
             ),
             models.CheckConstraint(
                 condition=models.Q(risk_level__in=RiskLevel.values), name="capability_risk_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(approver_role__in=[*Role.values, ""]),
+                name="capability_approver_role_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    approval_expiry_seconds__gte=60, approval_expiry_seconds__lte=7 * 24 * 3600
+                ),
+                name="capability_approval_expiry_bounded",
             ),
         ]
 

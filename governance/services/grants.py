@@ -16,9 +16,10 @@ from governance.services._common import Principal, database_rules, ensure_can_ma
 from governance.services.tokens import revoke_application_tokens
 
 
-def _check_grant(
+def check_grant(
     *, agent: Agent, capability: Capability, user: User | None, expires_at: datetime | None
 ) -> None:
+    """The rules a new grant must meet (also checked before a grant is proposed for approval)."""
     if agent.status == AgentStatus.RETIRED:
         raise InvalidState("A retired agent cannot receive grants.")
     if capability.tool_server.organization_id != agent.organization_id:
@@ -48,7 +49,7 @@ def grant_create(
 ) -> Grant:
     """Grant a capability.  An expired, never-revoked grant for the same triple is closed first."""
     ensure_can_manage(actor, agent.organization)
-    _check_grant(agent=agent, capability=capability, user=user, expires_at=expires_at)
+    check_grant(agent=agent, capability=capability, user=user, expires_at=expires_at)
     now = timezone.now()
     with database_rules(), transaction.atomic():
         # Lock the agent: a retirement committing meanwhile must not be followed by a fresh grant.

@@ -14,7 +14,7 @@ from audit.actions import Action
 from governance.enforcement.constraints import constraint_problems, constraints_error_sentence
 from governance.errors import InvalidInput, InvalidState
 from governance.keys import validate_public_jwks
-from governance.models import Capability, Organization, ToolServer
+from governance.models import Capability, Organization, ToolServer, User
 from governance.models.agents import TokenEndpointAuthMethod
 from governance.services._common import (
     Principal,
@@ -37,7 +37,23 @@ CAPABILITY_FIELDS = {
     "rate_limit_per_minute",
     "daily_quota",
     "constraints",
+    # The approval policy (docs/approvals.md).
+    "approver_role",
+    "on_behalf_of_may_approve",
+    "exclude_agent_owner",
+    "tolerate_denials",
+    "approval_expiry_seconds",
 }
+# Many-to-many: set after the capability is saved.
+CAPABILITY_APPROVERS = "named_approvers"
+
+
+def _check_named_approvers(users, organization_id: int) -> list[User]:
+    users = list(users)
+    if any(u.organization_id != organization_id or not u.is_active for u in users):
+        raise InvalidInput("Named approvers must be active people of the capability's organization.",
+                           errors={"named_approvers": ["Not a person of this organization."]})
+    return users
 
 
 def validate_audience(audience: str) -> str:
@@ -240,6 +256,8 @@ def _check_constraints(value) -> dict:
 
 def capability_create(*, actor: Principal, tool_server: ToolServer, key: str, **fields) -> Capability:
     ensure_can_manage(actor, tool_server.organization)
+    approvers = fields.pop(CAPABILITY_APPROVERS, None)
+    approvers = None if approvers is None else _check_named_approvers(approvers, tool_server.organization_id)
     unknown = set(fields) - CAPABILITY_FIELDS
     if unknown:
         raise InvalidInput(f"Unknown capability fields: {', '.join(sorted(unknown))}.")
@@ -251,6 +269,9 @@ def capability_create(*, actor: Principal, tool_server: ToolServer, key: str, **
     validate(capability)
     with database_rules(), transaction.atomic():
         capability.save()
+        if approvers:
+            capability.named_approvers.set(approvers)
+            fields = {**fields, CAPABILITY_APPROVERS: sorted(u.username for u in approvers)}
         audit.record(
             action=Action.CAPABILITY_CREATED, actor=actor, organization=tool_server.organization_id,
             target=capability, capabilities=[key],
@@ -264,6 +285,13 @@ def capability_update(*, actor: Principal, capability: Capability, **changes) ->
     ensure_can_manage(actor, capability.tool_server.organization)
     if "constraints" in changes:
         _check_constraints(changes["constraints"])
+    approvers = changes.pop(CAPABILITY_APPROVERS, None)
+    approver_diff = None
+    if approvers is not None:
+        approvers = _check_named_approvers(approvers, capability.tool_server.organization_id)
+        before = sorted(capability.named_approvers.values_list("username", flat=True))
+        after = sorted(u.username for u in approvers)
+        approver_diff = None if before == after else [before, after]
     if changes.get("requires_approval") is False:
         changes.setdefault("approvals_required", 0)
     elif changes.get("requires_approval") and not changes.get(
@@ -272,11 +300,15 @@ def capability_update(*, actor: Principal, capability: Capability, **changes) ->
         changes["approvals_required"] = 1
     with reverted_on_error(capability, [f for f in changes if f in CAPABILITY_FIELDS]):
         diff = apply_changes(capability, changes, allowed=CAPABILITY_FIELDS)
+        if approver_diff is not None:
+            diff[CAPABILITY_APPROVERS] = approver_diff
         if not diff:
             return capability
         validate(capability)
         with database_rules(), transaction.atomic():
             capability.save()
+            if approver_diff is not None:
+                capability.named_approvers.set(approvers)
             audit.record(
                 action=Action.CAPABILITY_UPDATED, actor=actor,
                 organization=capability.tool_server.organization_id,

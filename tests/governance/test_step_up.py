@@ -19,6 +19,7 @@ from django.test import RequestFactory
 from django.urls import include, path
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from approvals.models import ActionRequest
 from audit.actions import Action, Result
 from audit.models import AuditEvent
 from governance import auth_levels
@@ -533,9 +534,11 @@ def test_granting_a_high_risk_capability_in_the_admin_needs_a_fresh_second_facto
     assert "records.erase" in json.loads(events(Action.STEP_UP_REQUIRED)[0].parameters)["required_for"]
 
     pass_step_up(admin_client, admin)
+    AdminFactory(organization=admin.organization, username="second-admin")
     done = admin_client.post(add, grant_post(agent, member, risky))
     assert done.status_code == 302, done.context and done.context["adminform"].form.errors
-    assert Grant.objects.filter(capability=risky, user=member).exists()
+    # Past the step-up, a high-risk grant waits for a second admin (docs/approvals.md).
+    assert ActionRequest.objects.filter(kind="grant", capability=risky, on_behalf_of=member).exists()
 
 
 def test_granting_a_low_risk_capability_needs_no_second_factor(admin_client, agent, member, capability):
