@@ -24,7 +24,11 @@ class ToolServerChoice:
 
 @dataclass(frozen=True)
 class AuditReader:
-    """What one viewer may read: ``organization_id`` None means every organization (superusers only)."""
+    """What one viewer may read: ``organization_id`` None means every organization (superusers only).
+
+    ``agents``, ``users`` (id, label) and ``tool_servers`` are what the search form offers as lists; empty
+    when there are too many to list, and the form then asks for an id.  Tool servers also carry their
+    audience, which the tool-server filter looks for in the parameters."""
 
     organization_id: int | None
     agents: tuple[tuple[int, str], ...] = ()

@@ -69,6 +69,9 @@ class Action(models.TextChoices):
     APPROVAL_DECIDED = "approval.decided"
     APPROVAL_EXPIRED = "approval.expired"
 
+    # Audit search (audit-search): an auditor or admin exported the log (the filters are the parameters).
+    AUDIT_EXPORTED = "audit.exported"
+
 
 class Result(models.TextChoices):
     SUCCESS = "success"

@@ -15,6 +15,7 @@ import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import F, Lookup, Q, TextField
+from django_filters.fields import IsoDateTimeField
 
 from audit.access import AuditReader
 from audit.actions import Action, ActorType, Result
@@ -23,6 +24,7 @@ BIGINT_MAX = 2**63 - 1
 #: Fewer characters than this cannot use the trigram index (and match nearly everything anyway).
 TEXT_MIN = 3
 TEXT_MAX = 200
+DATETIME_MAX = 40
 
 NEWEST, OLDEST = "newest", "oldest"
 
@@ -68,6 +70,22 @@ class IdFilter(django_filters.NumberFilter):
         super().__init__(*args, **kwargs)
 
 
+class PlainIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date and time, refused with a form error when it is long or carries control characters
+    (the ISO parser alone lets a trailing NUL through)."""
+
+    def to_python(self, value):
+        if isinstance(value, str):
+            if len(value) > DATETIME_MAX:
+                raise ValidationError("Enter a date and time such as 2026-12-01T09:00.")
+            plain_text(value)
+        return super().to_python(value)
+
+
+class TimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = PlainIsoDateTimeField
+
+
 class TextFilter(django_filters.CharFilter):
     def __init__(self, *args, max_length: int, min_length: int | None = None, **kwargs):
         kwargs.setdefault("validators", [plain_text])
@@ -87,10 +105,10 @@ class AuditEventFilter(django_filters.FilterSet):
     """Filters over the audit log; the queryset given must already be restricted to what the viewer may
     read.  ``reader`` supplies the tool servers (and the choices the screen offers)."""
 
-    since = django_filters.IsoDateTimeFilter(
+    since = TimeFilter(
         field_name="occurred_at", lookup_expr="gte", label="From (UTC)", help_text="e.g. 2026-12-01T09:00"
     )
-    until = django_filters.IsoDateTimeFilter(
+    until = TimeFilter(
         field_name="occurred_at", lookup_expr="lt", label="Until (UTC)", help_text="exclusive"
     )
     actor = TextFilter(method="filter_actor", max_length=255, label="Actor", help_text="name or id")

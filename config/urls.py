@@ -11,4 +11,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("governance.oauth.urls")),
     path("portal/", include("governance.urls")),
+    path("portal/audit/", include("audit.urls")),  # audit search, event pages, exports, API
 ]

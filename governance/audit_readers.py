@@ -9,7 +9,8 @@ from __future__ import annotations
 from audit.access import AuditReader, ToolServerChoice
 from governance.models import Agent, Role, ToolServer, User
 
-#: The search form offers at most this many agents, users and tool servers as a list; beyond, an id field.
+#: The search form offers at most this many agents, users and tool servers as a list; beyond, an id field
+#: (the reader then carries no choices for it).
 CHOICES_LIMIT = 500
 
 AUDIT_ROLES = frozenset({Role.ADMIN, Role.AUDITOR})
@@ -30,12 +31,15 @@ def audit_reader(user) -> AuditReader | None:
     agents = Agent.objects.filter(**scope).order_by("name", "pk").values_list("pk", "name")
     users = User.objects.filter(**scope).order_by("username", "pk").values_list("pk", "username")
     tool_servers = ToolServer.objects.filter(**scope).order_by("name", "pk")
+    servers = _bounded(tool_servers)
     return AuditReader(
         organization_id=organization_id,
-        agents=tuple(agents[: CHOICES_LIMIT + 1]),
-        users=tuple(users[: CHOICES_LIMIT + 1]),
-        tool_servers=tuple(
-            ToolServerChoice(id=server.pk, label=server.name, audience=server.audience)
-            for server in tool_servers[: CHOICES_LIMIT + 1]
-        ),
+        agents=_bounded(agents),
+        users=_bounded(users),
+        tool_servers=tuple(ToolServerChoice(id=s.pk, label=s.name, audience=s.audience) for s in servers),
     )
+
+
+def _bounded(queryset) -> tuple:
+    rows = tuple(queryset[: CHOICES_LIMIT + 1])
+    return rows if len(rows) <= CHOICES_LIMIT else ()
