@@ -17,7 +17,7 @@ from audit.actions import Action, Result
 from audit.models import AuditEvent
 from audit.services import Actor, checkpoint_create, record
 from tests.audit.helpers import read_row, tamper, write_row
-from tests.factories import AgentFactory, OrganizationFactory, ToolServerFactory, UserFactory
+from tests.factories import AgentFactory, ToolServerFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -26,6 +26,12 @@ CSV = reverse("audit:export_csv")
 JSONL = reverse("audit:export_jsonl")
 API = reverse("audit:api_events")
 XSS = '<script>alert("x")</script>'
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    # The factories set passwords; PBKDF2 at full strength would dominate these tests' run time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
 
 
 @contextmanager
@@ -440,3 +446,38 @@ def test_tool_server_and_agent_lists_are_the_organizations_own(client, org, othe
     agent_choices = dict(form.fields["agent"].widget.choices)
     assert world["agent"].pk in agent_choices and world["other_agent"].pk not in agent_choices
     assert "Other records" not in dict(form.fields["tool_server"].widget.choices).values()
+
+
+# --- PostgreSQL: free text and its index (the other plans need a big table: bench/audit_search.py) -----
+
+
+def _plan(queryset, *settings: str) -> str:
+    from django.db import connection
+
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        for setting in ("enable_seqscan", *settings):
+            cursor.execute(f"SET LOCAL {setting} = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+@pytest.mark.postgres
+def test_postgresql_can_serve_free_text_from_the_trigram_index(org, auditor, world):
+    from django.db import transaction
+
+    from audit.access import AuditReader
+    from audit.filters import AuditEventFilter
+    from audit.selectors import events_visible_to
+
+    reader = AuditReader(organization_id=org.pk)
+
+    def search(reader=reader, **params):
+        filterset = AuditEventFilter(params, queryset=events_visible_to(reader), reader=reader)
+        assert filterset.is_valid(), filterset.errors
+        return filterset.qs[:51]
+
+    with transaction.atomic():
+        # The expression the free-text filter writes (ILIKE, not Django's UPPER() LIKE) can use the index.
+        everyone = AuditReader(organization_id=None)
+        assert "audit_parameters_trgm" in _plan(search(everyone, q="care plan"), "enable_indexscan")
