@@ -108,9 +108,7 @@ class AuditEventFilter(django_filters.FilterSet):
     since = TimeFilter(
         field_name="occurred_at", lookup_expr="gte", label="From (UTC)", help_text="e.g. 2026-12-01T09:00"
     )
-    until = TimeFilter(
-        field_name="occurred_at", lookup_expr="lt", label="Until (UTC)", help_text="exclusive"
-    )
+    until = TimeFilter(field_name="occurred_at", lookup_expr="lt", label="Until (UTC)", help_text="exclusive")
     actor = TextFilter(method="filter_actor", max_length=255, label="Actor", help_text="name or id")
     agent = IdFilter(field_name="agent_id", label="Agent")
     on_behalf_of = IdFilter(field_name="on_behalf_of_id", label="On behalf of")
