@@ -303,7 +303,7 @@ def main() -> None:
             check=True,
         )
     try:
-        print(f"PostgreSQL: {server_settings(DATABASE)}")
+        print(f"PostgreSQL: {server_settings(DATABASE)}", flush=True)
         if not args.reuse:
             timings = fill(args.events)
             print(
@@ -313,8 +313,12 @@ def main() -> None:
                 flush=True,
             )
         setup_django(env)
+        print(f"load average before the searches: {Path('/proc/loadavg').read_text().split()[0]}", flush=True)
         run_searches(args.events, args.rounds)
         if not args.skip_export:
+            print(
+                f"load average before the export: {Path('/proc/loadavg').read_text().split()[0]}", flush=True
+            )
             run_export(env, args.events, args.export_rows)
     finally:
         if not args.keep:
