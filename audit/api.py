@@ -3,6 +3,8 @@ as the screen, errors in the API's one shape."""
 
 from __future__ import annotations
 
+import json
+
 from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
@@ -18,12 +20,19 @@ from audit.views import PAGE_SIZE, PageForm, search_filter, search_page
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    parameters = serializers.JSONField(source="parameters_dict", read_only=True)
+    parameters = serializers.SerializerMethodField()
 
     class Meta:
         model = AuditEvent
         fields = export.FIELDS
         read_only_fields = export.FIELDS
+
+    def get_parameters(self, event: AuditEvent):
+        """The parameters as a JSON object; as the stored text when that is not JSON (a tampered row)."""
+        try:
+            return json.loads(event.parameters)
+        except ValueError:
+            return event.parameters
 
 
 class AuditEventList(APIView):

@@ -14,7 +14,7 @@ import unicodedata
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db.models import F, Lookup, Q, TextField
+from django.db.models import F, Lookup, Q
 from django_filters.fields import IsoDateTimeField
 
 from audit.access import AuditReader
@@ -172,8 +172,7 @@ class AuditEventFilter(django_filters.FilterSet):
         )
         server = next((s for s in self.reader.tool_servers if s.id == value), None)
         if server is not None and server.audience:
-            audience = TextField().get_prep_value(server.audience)
-            match |= ContainsText(F("parameters"), f'"audience":"{audience}"')
+            match |= ContainsText(F("parameters"), f'"audience":"{server.audience}"')
         return queryset.filter(match)
 
     def filter_text(self, queryset, name, value):
