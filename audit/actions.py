@@ -82,6 +82,9 @@ class Action(models.TextChoices):
     APPROVAL_TOKEN_ISSUED = "approval.token_issued"
     APPROVAL_TOKEN_USED = "approval.token_used"
 
+    # Audit search (audit-search): an auditor or admin exported the log (the filters are the parameters).
+    AUDIT_EXPORTED = "audit.exported"
+
 
 class Result(models.TextChoices):
     SUCCESS = "success"

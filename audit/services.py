@@ -298,3 +298,17 @@ def checkpoint_create(*, using: str = "default") -> AuditCheckpoint | None:
     with transaction.atomic(using=using):
         _lock_checkpoints(using)  # other checkpoints wait; SQLite's IMMEDIATE BEGIN already serialises
         return _checkpoint_heads(using)
+
+
+def export_record(
+    *, actor, organization_id: int | None, export_format: str, filters: Mapping[str, str]
+) -> AuditEvent:
+    """Record that ``actor`` exported the log of ``organization_id`` (None: every organization) with
+    ``filters``, before the export streams."""
+    with transaction.atomic():
+        return record(
+            action=Action.AUDIT_EXPORTED,
+            actor=actor,
+            organization=organization_id,
+            parameters={"format": export_format, "filters": dict(filters)},
+        )

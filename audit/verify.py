@@ -157,16 +157,7 @@ def _merge(first: Walk, second: Walk) -> Walk:
 def _check_checkpoint(checkpoint: AuditCheckpoint, found: Walk, report: Report) -> None:
     label = f"checkpoint {checkpoint.pk} ({checkpoint.events} events)"
     heads = _heads(checkpoint)
-    message = checkpoint_message(
-        events=checkpoint.events,
-        seq=checkpoint.seq,
-        heads=heads,
-        created_at=checkpoint.created_at,
-        key_id=checkpoint.key_id,
-    )
-    if not heads or not signing.verify(
-        message, signature=checkpoint.signature, signer_key_id=checkpoint.key_id
-    ):
+    if not _signature_ok(checkpoint, heads):
         report.problems.append(Problem(checkpoint.seq, f"{label}: signature is invalid"))
         return
     for lane, lane_seq, seq, digest in heads:
@@ -180,3 +171,95 @@ def _check_checkpoint(checkpoint: AuditCheckpoint, found: Walk, report: Report) 
         else:
             continue
         report.problems.append(Problem(seq, f"{label}: {reason}"))
+
+
+def _signature_ok(checkpoint: AuditCheckpoint, heads: list[list]) -> bool:
+    message = checkpoint_message(
+        events=checkpoint.events,
+        seq=checkpoint.seq,
+        heads=heads,
+        created_at=checkpoint.created_at,
+        key_id=checkpoint.key_id,
+    )
+    return bool(heads) and signing.verify(
+        message, signature=checkpoint.signature, signer_key_id=checkpoint.key_id
+    )
+
+
+#: The event page checks at most this many events of one lane; beyond, it points to ``audit_verify``.
+EVENT_CHECK_LIMIT = 50_000
+
+
+@dataclass
+class EventCheck:
+    """How one event stands in its lane.  ``ok`` is None when the stretch to check was too long.
+
+    ``start``: the checkpoint the check started from (None: the lane's first event); ``signed_by``: a later
+    checkpoint whose signed head the check reached, so the event itself is covered by a signature."""
+
+    ok: bool | None
+    first: int
+    last: int
+    start: AuditCheckpoint | None = None
+    signed_by: AuditCheckpoint | None = None
+    reason: str = ""
+
+
+def _lane_head(checkpoint: AuditCheckpoint, lane: int) -> list | None:
+    return next((head for head in _heads(checkpoint) if head[0] == lane), None)
+
+
+def verify_event(event, *, using: str = "default", limit: int = EVENT_CHECK_LIMIT) -> EventCheck:
+    """Check ``event``'s lane from the nearest signed checkpoint at or before it (or from the lane's first
+    event) up to the event, and on to the next checkpoint that signs the lane at or past it when that is
+    within ``limit`` events: the same walk as :func:`verify_chain`, over one stretch of one lane."""
+    lane, position = event.lane, event.lane_seq
+    checkpoints = AuditCheckpoint.objects.using(using)
+    # Every head of a checkpoint whose newest seq is <= the event's precedes it in its lane.
+    start = checkpoints.filter(seq__lte=event.seq).order_by("-events").first()
+    anchor = None if start is None else _lane_head(start, lane)
+    if anchor is None:
+        start = None
+    first = 1 if anchor is None else anchor[1]
+    signed_by, end = None, None
+    for later in checkpoints.filter(seq__gte=event.seq).order_by("events")[:8]:
+        head = _lane_head(later, lane)
+        if head is not None and head[1] >= position:
+            signed_by, end = later, head
+            break
+    if end is not None and end[1] - first + 1 > limit:
+        signed_by, end = None, None
+    last = position if end is None else end[1]
+    check = EventCheck(ok=None, first=first, last=last, start=start, signed_by=signed_by)
+    if last - first + 1 > limit:
+        check.reason = (
+            f"{last - first + 1} events of lane {lane} lie between this event and the nearest checkpoint "
+            f"before it: more than this page checks. Run manage.py audit_verify."
+        )
+        return check
+    for checkpoint in (start, signed_by):
+        if checkpoint is not None and not _signature_ok(checkpoint, _heads(checkpoint)):
+            check.ok, check.reason = False, f"checkpoint {checkpoint.pk}: signature is invalid"
+            return check
+    wanted = {lane: {head[1] for head in (anchor, end) if head is not None}}
+    connection = connections[using]
+    # As in verify_chain: a transaction streams on PostgreSQL; on SQLite it would take the write lock.
+    streaming = transaction.atomic(using=using) if connection.vendor == "postgresql" else nullcontext()
+    with streaming, connection.chunked_cursor() as cursor:
+        cursor.execute(select(connection.vendor, lane=True), [chain.VERSION, lane, first, last])
+        found = walk(cursor.fetchmany, wanted=wanted, open_start=anchor is not None, max_problems=1)
+    if found.problems:
+        check.ok, check.reason = False, found.problems[0][1]
+    elif found.events != last - first + 1 or (anchor and found.firsts.get(lane, (None,))[0] != first):
+        check.ok, check.reason = (
+            False,
+            f"lane {lane}: events between {lane}/{first} and {lane}/{last} are missing",
+        )
+    else:
+        for checkpoint, head in ((start, anchor), (signed_by, end)):
+            if head is not None and found.signed.get((lane, head[1])) != (head[2], head[3]):
+                check.ok = False
+                check.reason = f"checkpoint {checkpoint.pk}: lane {lane} does not match its signed head"
+                return check
+        check.ok = True
+    return check

@@ -21,12 +21,15 @@ _POSTGRESQL_COLUMNS = {
 }
 
 
-def select(vendor: str, *, ranged: bool = False) -> str:
+def select(vendor: str, *, ranged: bool = False, lane: bool = False) -> str:
     """Rows shaped as the canonical array (version tag first, ``prev_hash`` last), then the stored hash;
-    the version tag is the first parameter, and a ranged query takes ``[low, high)`` of ``seq`` after it."""
+    the version tag is the first parameter, and a ranged query takes ``[low, high)`` of ``seq`` after it,
+    a ``lane`` query the lane and ``[first, last]`` of its positions."""
     postgresql = vendor == "postgresql"
     columns = ", ".join(_POSTGRESQL_COLUMNS.get(name, name) if postgresql else name for name in chain.FIELDS)
     where = " WHERE seq >= %s AND seq < %s" if ranged else ""
+    if lane:
+        where = " WHERE lane = %s AND lane_seq >= %s AND lane_seq <= %s"
     tag = "%s::text" if postgresql else "%s"
     return f"SELECT {tag}, {columns}, hash FROM audit_auditevent{where} ORDER BY seq"  # noqa: S608
 

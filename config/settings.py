@@ -210,6 +210,8 @@ AUDIT_SIGNING_KEY_FILE = env.path("AUDIT_SIGNING_KEY_FILE", VAR_DIR / "audit_sig
 AUDIT_CHECKPOINT_EVERY = env.integer("AUDIT_CHECKPOINT_EVERY", default=0)
 # Independent hash chains appends spread over on PostgreSQL (1–64); SQLite always uses one.
 AUDIT_CHAIN_LANES = env.integer("AUDIT_CHAIN_LANES", default=8)
+# Who may search the audit log, and which organization's events they see (audit.access).
+AUDIT_READER = "governance.audit_readers.audit_reader"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

@@ -14,4 +14,5 @@ urlpatterns = [
     path("portal/approvals/", include("approvals.urls")),
     path("api/approvals/", include("approvals.api.urls")),
     path("portal/", include("governance.urls")),
+    path("portal/audit/", include("audit.urls")),  # audit search, event pages, exports, API
 ]
