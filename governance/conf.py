@@ -59,6 +59,10 @@ DEFAULTS: dict[str, Any] = {
     "DPOP_NONCE_REQUIRED": False,
     # Step-up and consent.
     "STEP_UP_MAX_AGE_SECONDS": 300,
+    # Decision API (governance.enforcement): where rate limits, quotas and approved single-use calls are
+    # counted (a Redis URL; empty: Django's cache), and how long a store may take before the call is refused.
+    "RATE_LIMIT_REDIS_URL": "",
+    "DECISION_STORE_TIMEOUT_SECONDS": 0.5,
     "CONSENT_LIFETIME": timedelta(days=30),
 }
 

@@ -18,9 +18,9 @@ import math
 from typing import Any
 
 import redis
-from django.conf import settings
 from django.core.cache import cache
 
+from governance.conf import gatehouse_settings
 from governance.enforcement.limits import LimiterUnavailable, redis_client
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,10 @@ def consume(*, jti: str, index: int, expires_at: float, now: float) -> bool:
     expires (it cannot be presented after).  Raises :class:`LimiterUnavailable` when the store is down."""
     key = "gh:approved-call:" + hashlib.sha256(f"{jti}\x00{index}".encode()).hexdigest()
     ttl = max(1, math.ceil(expires_at - now) + 5)
-    url = settings.GATEHOUSE_RATE_LIMIT_REDIS_URL
+    url = gatehouse_settings.RATE_LIMIT_REDIS_URL
     if not url:
         return cache.add(key, 1, timeout=ttl)
-    client = redis_client(url, settings.GATEHOUSE_DECISION_STORE_TIMEOUT_SECONDS)
+    client = redis_client(url, gatehouse_settings.DECISION_STORE_TIMEOUT_SECONDS)
     try:
         return bool(client.set(key, 1, nx=True, ex=ttl))
     except redis.RedisError as exc:

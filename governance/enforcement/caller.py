@@ -15,15 +15,15 @@ import json
 import time
 from urllib.parse import urlencode
 
-from django.conf import settings
 from jwcrypto.common import base64url_decode
 from oauth2_provider.oauth2_backends import get_oauthlib_core
 from oauthlib.common import Request as OauthlibRequest
 
+from governance.conf import gatehouse_settings
 from governance.models import ToolServer
 from governance.oauth.client_auth import ASSERTION_TYPE, MAX_ASSERTION_LENGTH
 from governance.oauth.introspection import authenticate_tool_server
-from governance.oauth.validator import principal_for
+from governance.oauth.principals import principal_for
 
 MAX_ASSERTION_LIFETIME = 300
 
@@ -41,7 +41,7 @@ def _short_lived(assertion: str) -> bool:
     exp = claims.get("exp") if isinstance(claims, dict) else None
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         return False
-    return exp <= time.time() + MAX_ASSERTION_LIFETIME + settings.GATEHOUSE_CLOCK_SKEW_SECONDS
+    return exp <= time.time() + MAX_ASSERTION_LIFETIME + gatehouse_settings.CLOCK_SKEW_SECONDS
 
 
 def authenticate_caller(request) -> ToolServer | None:

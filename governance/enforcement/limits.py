@@ -22,10 +22,11 @@ import time
 from dataclasses import dataclass
 
 import redis
-from django.conf import settings
 from django.core.cache import cache
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from governance.conf import gatehouse_settings
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,8 @@ def consume(*, agent_id: int, user_id: int | None, capability, now: float | None
         user_id=user_id,
         capability_id=capability.pk,
     )
-    url = settings.GATEHOUSE_RATE_LIMIT_REDIS_URL
+    url = gatehouse_settings.RATE_LIMIT_REDIS_URL
     if url:
-        client = redis_client(url, settings.GATEHOUSE_DECISION_STORE_TIMEOUT_SECONDS)
+        client = redis_client(url, gatehouse_settings.DECISION_STORE_TIMEOUT_SECONDS)
         return count_in_redis(client, windows, per_minute=per_minute, per_day=per_day)
     return _count_in_cache(windows, per_minute=per_minute, per_day=per_day)

@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.conf import settings
 from jwcrypto import jws, jwt
 from jwcrypto.common import base64url_decode, base64url_encode
 
+from governance.conf import gatehouse_settings
 from governance.oauth import signing_keys
 
 SIGNING_ALGS = ["ES256", "EdDSA"]
@@ -132,7 +132,7 @@ def verify_access_token(token: str, *, at: float | None = None) -> dict:
         claims = json.loads(payload)
     except Exception:  # jwcrypto's InvalidJWSSignature, a key of the wrong type, bad JSON
         raise TokenRejected("invalid") from None
-    if not isinstance(claims, dict) or claims.get("iss") != settings.GATEHOUSE_ISSUER:
+    if not isinstance(claims, dict) or claims.get("iss") != gatehouse_settings.ISSUER:
         raise TokenRejected("invalid")
     exp = claims.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, int):

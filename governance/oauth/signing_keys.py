@@ -177,7 +177,7 @@ def verification_key(kid: str) -> jwk.JWK | None:
     if cached is not None and now < cached[0] and (kid in cached[1] or now < _verifying_reread_at):
         return cached[1].get(kid)
     keys = {key.kid: jwk.JWK(**key.public_jwk) for key in published_keys()}
-    seconds = getattr(settings, "GATEHOUSE_SIGNING_KEY_CACHE_SECONDS", SIGNING_KEY_CACHE_SECONDS)
+    seconds = gatehouse_settings.SIGNING_KEY_CACHE_SECONDS
     if seconds > 0:
         _verifying = (now + seconds, keys)
         _verifying_reread_at = now + 1.0
