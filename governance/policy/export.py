@@ -111,7 +111,8 @@ def _capability(capability: Capability) -> dict:
     entry = {"key": capability.key}
     for name, default in CAPABILITY_DEFAULTS.items():
         value = getattr(capability, name)
-        if name == "risk_level" or (value != default and value not in ("", None, {})):
+        empty = value in ("", None, {}) and default in ("", None, {})
+        if name == "risk_level" or (value != default and not empty):
             entry[name] = value
     return entry
 

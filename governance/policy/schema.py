@@ -56,6 +56,12 @@ CAPABILITY_DEFAULTS = {
     "rate_limit_per_minute": None,
     "daily_quota": None,
     "constraints": {},
+    # The approval policy (docs/approvals.md); named approvers are set in the admin, not in files yet.
+    "approver_role": Role.APPROVER.value,
+    "on_behalf_of_may_approve": False,
+    "exclude_agent_owner": False,
+    "tolerate_denials": False,
+    "approval_expiry_seconds": 3600,
 }
 # How an agent authenticates at the token endpoint: with its key, or not at all (a public client: PKCE only,
 # for desktop and command-line agents).  The secret methods appear in exports of dynamically registered
@@ -135,6 +141,11 @@ class CapabilitySpec(Entry):
     constraints: Annotated[dict[Parameter, ConstraintRule], Field(max_length=32)] = Field(
         default_factory=dict
     )
+    approver_role: Literal[(*Role.values, "")] = Role.APPROVER.value
+    on_behalf_of_may_approve: bool = False
+    exclude_agent_owner: bool = False
+    tolerate_denials: bool = False
+    approval_expiry_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
 
     @model_validator(mode="after")
     def _approvals_agree(self) -> CapabilitySpec:
