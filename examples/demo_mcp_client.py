@@ -90,6 +90,7 @@ async def call_tools(url: str, token: str, out) -> list[tuple[str, bool, str]]:
         for label, name, arguments in CALLS:
             result = await client.call_tool(name, arguments)
             text = " ".join(getattr(c, "text", "") for c in result.content)
+            text = text.removeprefix(f"Error executing tool {name}: ")
             shown = ", ".join(f"{k}={v}" for k, v in arguments.items())
             verdict = "REFUSED" if result.is_error else "allowed"
             print(f"\n-- {label}: {name}({shown})\n   {verdict}: {text[:300]}", file=out)
