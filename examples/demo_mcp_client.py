@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None, out=None) -> int:
     parser.add_argument("--key-dir", default=str(ROOT / "var" / "demo_keys"))
     opts = parser.parse_args(argv)
     demo_agent.setup_django()
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in ("httpx", "httpx2"):  # the demo prints what matters itself
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     import anyio
     import httpx
