@@ -90,6 +90,7 @@ async def call_tools(url: str, token: str, out) -> list[tuple[str, bool, str]]:
         for label, name, arguments in CALLS:
             result = await client.call_tool(name, arguments)
             text = " ".join(getattr(c, "text", "") for c in result.content)
+            text = text.removeprefix(f"Error executing tool {name}: ")
             shown = ", ".join(f"{k}={v}" for k, v in arguments.items())
             verdict = "REFUSED" if result.is_error else "allowed"
             print(f"\n-- {label}: {name}({shown})\n   {verdict}: {text[:300]}", file=out)
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None, out=None) -> int:
     parser.add_argument("--key-dir", default=str(ROOT / "var" / "demo_keys"))
     opts = parser.parse_args(argv)
     demo_agent.setup_django()
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in ("httpx", "httpx2"):  # the demo prints what matters itself
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     import anyio
     import httpx

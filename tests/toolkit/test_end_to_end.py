@@ -30,7 +30,6 @@ from governance.services import (
 from tests.oauth import dpop_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
-pytest.importorskip("governance.enforcement", reason="the decision API is not on this branch yet")
 
 ROOT = Path(__file__).resolve().parents[2]
 
