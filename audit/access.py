@@ -1,10 +1,11 @@
 """Who may read the audit log, and which part of it.
 
-The audit app knows no users, roles or organizations of its own (it imports nothing of ours).  The project
-names a *reader hook* in ``settings.AUDIT_READER``: a function ``(user) -> AuditReader | None`` that says
-whether a signed-in user may open the audit screens, export and API, which organization's events they see,
-and which agents, users and tool servers the search form offers.  Without the setting only superusers read
-the log (every organization), with ids for choices.
+The audit app knows no users, roles or organizations of its own (it imports nothing of ours).  Reading
+takes the Django permission :data:`READ_PERMISSION`; the app that owns users decides who holds it.  The
+project names a *reader hook* in ``settings.AUDIT_READER``: a function ``(user) -> AuditReader | None``
+that says which organization's events a reader sees and which agents, users and tool servers the search
+form offers.  Without the setting, only superusers read the log (every organization), with ids for
+choices.
 """
 
 from __future__ import annotations
@@ -13,6 +14,17 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.utils.module_loading import import_string
+
+#: The Django permission that opens the audit screens, exports and API (and, for staff, the admin's).  In
+#: Gatehouse ``governance.permissions.RolePermissionBackend`` gives it to admins and auditors.
+READ_PERMISSION = "audit.view_auditevent"
+
+
+def may_read(user) -> bool:
+    """An active, signed-in user holding :data:`READ_PERMISSION` (superusers hold every permission)."""
+    return bool(
+        getattr(user, "is_authenticated", False) and user.is_active and user.has_perm(READ_PERMISSION)
+    )
 
 
 @dataclass(frozen=True)
@@ -42,7 +54,7 @@ class AuditReader:
 
 def superusers_only(user) -> AuditReader | None:
     """The default hook: active superusers read every organization's events."""
-    if getattr(user, "is_authenticated", False) and user.is_active and user.is_superuser:
+    if may_read(user) and user.is_superuser:
         return AuditReader(organization_id=None)
     return None
 

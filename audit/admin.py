@@ -16,17 +16,13 @@ from django.db import connections
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from audit.access import READ_PERMISSION
 from audit.actions import Action
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.selectors import event_count
 
 #: A filtered list is counted exactly up to this many rows; beyond it the count is an estimate.
 EXACT_COUNT_LIMIT = 10_000
-
-
-#: The Django permission that opens the audit screens.  The app that owns users decides who holds it (in
-#: Gatehouse, ``governance.permissions.RolePermissionBackend``: admins and auditors of an organization).
-READ_PERMISSION = "audit.view_auditevent"
 
 
 def can_read_audit(user) -> bool:

@@ -70,16 +70,22 @@ class Page(NamedTuple):
     next_after: int | None  # the ``seq`` to continue after, or None on the last page
 
 
-def keyset_page(queryset, *, newest_first: bool, after: AuditEvent | None, size: int) -> Page:
-    """One page of ``queryset`` in time order (ties broken by ``seq``), continuing after the event
-    ``after``: a range condition on ``(occurred_at, seq)`` that the time-leading indexes serve, so a page
-    deep in the results costs what the first one does.  No ``COUNT(*)``, no ``OFFSET``."""
+def keyset_query(queryset, *, newest_first: bool, after: AuditEvent | None, size: int):
+    """The query of one page of ``queryset`` in time order (ties broken by ``seq``), continuing after the
+    event ``after``, one row more than ``size`` (to tell whether a next page exists): a range condition
+    on ``(occurred_at, seq)`` that the time-leading indexes serve, so a page deep in the results costs
+    what the first one does.  No ``COUNT(*)``, no ``OFFSET``."""
     order = ("-occurred_at", "-seq") if newest_first else ("occurred_at", "seq")
     queryset = queryset.order_by(*order)
     if after is not None:
         compare = TupleLessThan if newest_first else TupleGreaterThan
         queryset = queryset.filter(compare(Tuple(F("occurred_at"), F("seq")), (after.occurred_at, after.seq)))
-    events = list(queryset[: size + 1])
+    return queryset[: size + 1]
+
+
+def keyset_page(queryset, *, newest_first: bool, after: AuditEvent | None, size: int) -> Page:
+    """One page of ``queryset`` (see :func:`keyset_query`) and where the next one starts."""
+    events = list(keyset_query(queryset, newest_first=newest_first, after=after, size=size))
     if len(events) > size:
         return Page(events[:size], events[size - 1].seq)
     return Page(events, None)

@@ -16,7 +16,9 @@ Timed, per case, ``--rounds`` times after two warm-ups: the whole read path of t
 short of rendering: bind the FilterSet, validate, look up the page's start event (keyset), fetch one page
 of 50.  Viewer: an auditor of organization 1 (10 % of the events), except the superuser cases.  A deep
 page starts after the event at the given depth in the results.  Peer: the same page fetched with
-``OFFSET`` (what a page-numbered list does), in the same process.
+``OFFSET`` (what a page-numbered list does), in the same process, ``--peer-rounds`` times.  Each case also
+prints PostgreSQL's own execution time of the page query (``EXPLAIN ANALYZE``, once) and the indexes its
+plan reads.
 
 Export: a child process streams ``--export-rows`` events through the CSV writer the view uses (superuser,
 a time range holding that many events) and reports its peak RSS (``VmHWM``) before and after.
@@ -156,6 +158,31 @@ def offset_search(query, reader, depth: int) -> list:
     return list(filterset.qs[depth : depth + 51])
 
 
+def database_ms(query, reader, after_seq: int | None) -> tuple[float, str]:
+    """PostgreSQL's own execution time of the page query (EXPLAIN ANALYZE) and the index it starts from."""
+    from django.db import connection
+
+    from audit.filters import AuditEventFilter
+    from audit.selectors import event_for, events_visible_to, keyset_query
+
+    filterset = AuditEventFilter(query, queryset=events_visible_to(reader), reader=reader)
+    assert filterset.is_valid()
+    after = event_for(reader, after_seq) if after_seq else None
+    page = keyset_query(filterset.qs, newest_first=True, after=after, size=50)
+    sql, params = page.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    indexes, nodes = [], [plan[0]["Plan"]]
+    while nodes:
+        node = nodes.pop()
+        if "Index Name" in node:
+            indexes.append(node["Index Name"])
+        nodes.extend(node.get("Plans", []))
+    return plan[0]["Execution Time"], "+".join(sorted(set(indexes))) or "no index"
+
+
 def timed(fn, rounds: int) -> tuple[list[float], int]:
     for _ in range(2):
         fn()
@@ -167,7 +194,7 @@ def timed(fn, rounds: int) -> tuple[list[float], int]:
     return samples, len(page)
 
 
-def run_searches(total: int, rounds: int) -> list[dict]:
+def run_searches(total: int, rounds: int, peer_rounds: int) -> list[dict]:
     from django.db import connection
     from django.http import QueryDict
 
@@ -203,14 +230,17 @@ def run_searches(total: int, rounds: int) -> list[dict]:
         keyset = partial(keyset_search, query, reader, after_seq)
         offset = partial(offset_search, query, reader, depth)
         samples, found = timed(keyset, rounds)
-        peer, _ = timed(offset, rounds) if depth else (None, None)
+        peer, _ = timed(offset, peer_rounds) if depth else (None, None)
+        executed, index = database_ms(query, reader, after_seq)
         if depth:
             assert [e.seq for e in keyset()] == [e.seq for e in offset()][:50], name
-        results.append({"case": name, "depth": depth, "rows": found, "samples": samples, "offset": peer})
+        results.append(
+            {"case": name, "depth": depth, "rows": found, "samples": samples, "offset": peer, "db": executed}
+        )
         line = (
             f"{name:32} depth {depth:>8,}  rows {found:>3}  p50 {median(samples):8.1f} ms  "
             f"p95 {percentile(samples, 0.95):8.1f}  p99 {percentile(samples, 0.99):8.1f}  "
-            f"range {min(samples):.1f}-{max(samples):.1f}"
+            f"range {min(samples):.1f}-{max(samples):.1f}  database {executed:.2f} ms ({index})"
         )
         if peer:
             line += (
@@ -286,6 +316,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--peer-rounds", type=int, default=5, help="rounds of the OFFSET peer")
     parser.add_argument("--export-rows", type=int, default=1_000_000)
     parser.add_argument("--keep", action="store_true", help="leave the database for a later --reuse")
     parser.add_argument("--reuse", action="store_true", help="use the database a --keep run left")
@@ -314,7 +345,7 @@ def main() -> None:
             )
         setup_django(env)
         print(f"load average before the searches: {Path('/proc/loadavg').read_text().split()[0]}", flush=True)
-        run_searches(args.events, args.rounds)
+        run_searches(args.events, args.rounds, args.peer_rounds)
         if not args.skip_export:
             print(
                 f"load average before the export: {Path('/proc/loadavg').read_text().split()[0]}", flush=True

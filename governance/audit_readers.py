@@ -1,30 +1,24 @@
-"""The audit reader hook (``settings.AUDIT_READER``): who may search the audit log, and which part of it.
+"""The audit reader hook (``settings.AUDIT_READER``): which part of the audit log a reader sees.
 
-Admins and auditors of an organization read that organization's events; superusers read everything;
-approvers and members read nothing.  The audit app asks this hook rather than importing our models.
+Who may read is the permission ``audit.view_auditevent`` (:mod:`governance.permissions` gives it to admins
+and auditors of an organization; superusers hold every permission).  Readers see their organization's
+events; superusers see every organization's.  The audit app asks this hook rather than importing our
+models.
 """
 
 from __future__ import annotations
 
-from audit.access import AuditReader, ToolServerChoice
-from governance.models import Agent, Role, ToolServer, User
+from audit.access import AuditReader, ToolServerChoice, may_read
+from governance.models import Agent, ToolServer, User
 
 #: The search form offers at most this many agents, users and tool servers as a list; beyond, an id field
 #: (the reader then carries no choices for it).
 CHOICES_LIMIT = 500
 
-AUDIT_ROLES = frozenset({Role.ADMIN, Role.AUDITOR})
-
-
-def may_read_audit(user) -> bool:
-    if not (getattr(user, "is_authenticated", False) and user.is_active):
-        return False
-    return user.is_superuser or (user.role in AUDIT_ROLES and user.organization_id is not None)
-
 
 def audit_reader(user) -> AuditReader | None:
-    """The :class:`AuditReader` for ``user``, or None when their role may not read the audit log."""
-    if not may_read_audit(user):
+    """The :class:`AuditReader` for ``user``, or None when they may not read the audit log."""
+    if not may_read(user) or (not user.is_superuser and user.organization_id is None):
         return None
     organization_id = None if user.is_superuser else user.organization_id
     scope = {} if organization_id is None else {"organization_id": organization_id}

@@ -9,12 +9,16 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from audit import context
+from audit.access import AuditReader
 from audit.actions import Action, Result
+from audit.filters import AuditEventFilter
 from audit.models import AuditEvent
+from audit.selectors import events_visible_to
 from audit.services import Actor, checkpoint_create, record
 from tests.audit.helpers import read_row, tamper, write_row
 from tests.factories import AgentFactory, ToolServerFactory, UserFactory
@@ -451,8 +455,6 @@ def test_tool_server_and_agent_lists_are_the_organizations_own(client, org, othe
 
 
 def _plan(queryset, *settings: str) -> str:
-    from django.db import connection
-
     sql, params = queryset.query.sql_with_params()
     with connection.cursor() as cursor:
         for setting in ("enable_seqscan", *settings):
@@ -463,12 +465,6 @@ def _plan(queryset, *settings: str) -> str:
 
 @pytest.mark.postgres
 def test_postgresql_can_serve_free_text_from_the_trigram_index(org, auditor, world):
-    from django.db import transaction
-
-    from audit.access import AuditReader
-    from audit.filters import AuditEventFilter
-    from audit.selectors import events_visible_to
-
     reader = AuditReader(organization_id=org.pk)
 
     def search(reader=reader, **params):
