@@ -136,11 +136,19 @@ STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", BASE_DIR / "staticfiles", base=BASE_DIR)
 
 LOGIN_URL = "governance:login"
-# Django's own, then the permissions that follow from a Gatehouse role (governance/permissions.py).
+# Django's own (every password sign-in, portal and admin, throttled and audited: governance.auth_backends),
+# then the permissions that follow from a Gatehouse role (governance/permissions.py).
 AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
+    "governance.auth_backends.ThrottledModelBackend",
     "governance.permissions.RolePermissionBackend",
 ]
+
+# Password sign-in settings (governance.services.sign_in): after this many attempts in the window an account,
+# or an address, is refused without a password check until the window ends.  Counters live in the cache
+# (Redis with REDIS_URL).
+GATEHOUSE_SIGN_IN_WINDOW_SECONDS = env.integer("GATEHOUSE_SIGN_IN_WINDOW_SECONDS", default=900)
+GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ACCOUNT = env.integer("GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ACCOUNT", default=10)
+GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ADDRESS = env.integer("GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ADDRESS", default=30)
 
 # Mail: the console plus a folder the development outbox page reads in the default run; SMTP otherwise.
 EMAIL_BACKEND = env.text(

@@ -1,0 +1,179 @@
+"""Password sign-in attempts: throttled per account and per address, and audited.
+
+The counters live in Django's cache (Redis when ``REDIS_URL`` is set, so every web process shares them): a
+fixed window of ``GATEHOUSE_SIGN_IN_WINDOW_SECONDS`` starts at an account's (or address's) first failure.
+When either counter reaches its limit, sign-in for that account (or from that address) is refused without
+looking at the password until the window ends.  Unknown usernames are counted exactly like known ones, so
+a lockout says nothing about whether an account exists.  A success clears the account's counter, never the
+address's (one valid account must not reset a spray from that address).  When the cache cannot answer,
+sign-in is refused (closed).
+
+Each function records one audit event: ``sign_in.succeeded``, ``sign_in.failed`` and
+``sign_in.locked_out`` (once per lock, not per refused attempt, so a locked door cannot flood the log).
+The password is never recorded; the attempted username is bounded and stripped of control and
+formatting characters (bidi overrides, zero-width) before it is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import unicodedata
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+
+from audit import services as audit
+from audit.actions import Action, ActorType, Result
+from audit.services import Actor
+from governance.errors import NotPermitted
+from governance.models import User
+
+logger = logging.getLogger(__name__)
+
+USERNAME_LIMIT = 150  # the username column's length
+ANONYMOUS = Actor(type=ActorType.ANONYMOUS, label="anonymous")
+_PREFIX = "gatehouse:sign-in"
+# Unicode categories never kept in a stored username: controls, formatting (bidi, zero-width), surrogates,
+# private use, unassigned, line and paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+class SignInLocked(NotPermitted):
+    """Too many failed sign-ins for this account or from this address; try again later."""
+
+    code = "sign_in_locked"
+
+
+def window_seconds() -> int:
+    return int(settings.GATEHOUSE_SIGN_IN_WINDOW_SECONDS)
+
+
+def max_failures_per_account() -> int:
+    return int(settings.GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ACCOUNT)
+
+
+def max_failures_per_address() -> int:
+    return int(settings.GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ADDRESS)
+
+
+def attempted_username(raw: str) -> str:
+    """The attempted username as it may be stored: unsafe characters replaced, at most USERNAME_LIMIT long."""
+    bounded = str(raw)[:USERNAME_LIMIT]
+    return "".join("\ufffd" if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in bounded)
+
+
+def account_key(username: str) -> str:
+    """Cache key of an account's counter: a digest of the case-folded name (no usernames in the cache)."""
+    folded = unicodedata.normalize("NFKC", str(username)).casefold()
+    return f"{_PREFIX}:account:{hashlib.sha256(folded.encode('utf-8', 'replace')).hexdigest()}"
+
+
+def address_key(address: str) -> str:
+    return f"{_PREFIX}:address:{address}"
+
+
+def _keys(username: str, address: str | None) -> list[tuple[str, str, int]]:
+    keys = [("account", account_key(username), max_failures_per_account())]
+    if address:
+        keys.append(("address", address_key(address), max_failures_per_address()))
+    return keys
+
+
+def notice_key(counter_key: str) -> str:
+    """Set while a lock's ``sign_in.locked_out`` has been recorded (once per lock)."""
+    return f"{counter_key}:noticed"
+
+
+def _locked(username: str, address: str | None) -> tuple[str, str] | None:
+    """(which, counter key) of the first locked counter, or None."""
+    keys = _keys(username, address)
+    counts = cache.get_many([key for _, key, _ in keys])
+    for which, key, limit in keys:
+        if int(counts.get(key, 0)) >= limit:
+            return which, key
+    return None
+
+
+def _count_failure(username: str, address: str | None) -> None:
+    for _, key, _ in _keys(username, address):
+        # The window starts at the first failure: add() sets it only when absent, incr() never extends it.
+        cache.add(key, 0, timeout=window_seconds())
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between the two calls: this failure opens a new window
+            cache.add(key, 1, timeout=window_seconds())
+
+
+def _target(username: str) -> User | None:
+    return User.objects.filter(username=username).first()
+
+
+def sign_in_check(*, username: str, address: str | None, via: str) -> None:
+    """Raise :class:`SignInLocked` when the account or the address is locked (or the cache cannot say).
+
+    The first refusal of a lock records ``sign_in.locked_out``; later ones in the same window record nothing.
+    """
+    try:
+        locked = _locked(username, address)
+    except Exception:  # the cache is down: refuse (closed), and record each refusal
+        logger.warning("sign-in refused: the throttle cache did not answer", exc_info=True)
+        which, first = "unavailable", True
+    else:
+        if locked is None:
+            return
+        which, counter = locked
+        try:
+            first = cache.add(notice_key(counter), 1, timeout=window_seconds())
+        except Exception:
+            first = True
+    if first:
+        target = _target(username)
+        with transaction.atomic():
+            audit.record(
+                action=Action.SIGN_IN_LOCKED_OUT,
+                actor=ANONYMOUS,
+                result=Result.DENIED,
+                target=target,
+                organization=getattr(target, "organization_id", None),
+                parameters={
+                    "username": attempted_username(username),
+                    "locked": which,
+                    "via": via,
+                    "window_seconds": window_seconds(),
+                },
+            )
+    raise SignInLocked("Too many failed sign-ins. Wait a while, then try again.")
+
+
+def sign_in_failed(*, username: str, address: str | None, user: User | None, via: str) -> None:
+    """A wrong password (or an unknown or inactive account): counted per account and address, recorded."""
+    try:
+        _count_failure(username, address)
+    except Exception:
+        logger.warning("sign-in failure not counted: the throttle cache did not answer", exc_info=True)
+    with transaction.atomic():
+        audit.record(
+            action=Action.SIGN_IN_FAILED,
+            actor=ANONYMOUS,
+            result=Result.FAILURE,
+            target=user,
+            organization=getattr(user, "organization_id", None),
+            parameters={"username": attempted_username(username), "via": via},
+        )
+
+
+def sign_in_succeeded(*, user: User, address: str | None, via: str) -> None:
+    """The password was right: the account's failures are forgotten; recorded with the person as actor."""
+    try:
+        cache.delete(account_key(user.get_username()))
+    except Exception:
+        logger.warning("sign-in failures not cleared: the throttle cache did not answer", exc_info=True)
+    with transaction.atomic():
+        audit.record(
+            action=Action.SIGN_IN_SUCCEEDED,
+            actor=user,
+            target=user,
+            parameters={"via": via},
+        )
