@@ -147,8 +147,12 @@ AUTHENTICATION_BACKENDS = [
 # or an address, is refused without a password check until the window ends.  Counters live in the cache
 # (Redis with REDIS_URL).
 GATEHOUSE_SIGN_IN_WINDOW_SECONDS = env.integer("GATEHOUSE_SIGN_IN_WINDOW_SECONDS", default=900)
-GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ACCOUNT = env.integer("GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ACCOUNT", default=10)
-GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ADDRESS = env.integer("GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ADDRESS", default=30)
+GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ACCOUNT = env.integer(
+    "GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ACCOUNT", default=10
+)
+GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ADDRESS = env.integer(
+    "GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ADDRESS", default=30
+)
 
 # Mail: the console plus a folder the development outbox page reads in the default run; SMTP otherwise.
 EMAIL_BACKEND = env.text(
