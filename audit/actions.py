@@ -66,6 +66,7 @@ class Action(models.TextChoices):
     SIGN_IN_SUCCEEDED = "sign_in.succeeded"
     SIGN_IN_FAILED = "sign_in.failed"
     SIGN_IN_LOCKED_OUT = "sign_in.locked_out"
+    MFA_RECOVERY_CODES_GENERATED = "mfa.recovery_codes_generated"
 
     DECISION_ALLOWED = "decision.allowed"
     DECISION_DENIED = "decision.denied"

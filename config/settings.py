@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "oauth2_provider",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",  # recovery codes (governance.services.mfa)
     "audit",
     "governance",
     "approvals",
@@ -48,6 +49,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    "governance.mfa.middleware.AdminSecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -211,6 +213,10 @@ if not DEBUG:
 GATEHOUSE_STEP_UP_MAX_AGE_SECONDS = env.integer("GATEHOUSE_STEP_UP_MAX_AGE_SECONDS", default=300)
 OTP_TOTP_ISSUER = env.text("GATEHOUSE_STEP_UP_TOTP_ISSUER", default="Gatehouse")
 OTP_TOTP_THROTTLE_FACTOR = env.integer("GATEHOUSE_STEP_UP_THROTTLE_SECONDS", default=1)
+OTP_STATIC_THROTTLE_FACTOR = OTP_TOTP_THROTTLE_FACTOR
+# Every admin page needs a session at the second-factor level (any age; sensitive actions want it fresh).
+# On unless DEBUG: the default run's demo admin has no authenticator app.
+GATEHOUSE_ADMIN_REQUIRES_MFA = env.flag("GATEHOUSE_ADMIN_REQUIRES_MFA", default=not DEBUG)
 
 # Number of trusted reverse proxies in front of Gatehouse; the client IP is read from X-Forwarded-For
 # only through that many hops.  0 means REMOTE_ADDR is the client.

@@ -259,3 +259,13 @@ def test_the_default_run_tightens_an_existing_var(tmp_path):
     modes = _modes(_default_run(tmp_path))
     assert modes["."] == 0o700
     assert modes["gatehouse.sqlite3"] == 0o600 and modes["secret_key"] == 0o600
+
+
+@pytest.mark.parametrize(("debug", "required"), [("0", "True"), ("1", "False")])
+def test_admins_need_a_second_factor_by_default_in_production(production, tmp_path, debug, required):
+    env = production if debug == "0" else _default_run(tmp_path)
+    code = "import django; django.setup(); from django.conf import settings as s; "
+    code += "print(s.GATEHOUSE_ADMIN_REQUIRES_MFA)"
+    result = run(env, "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == required
