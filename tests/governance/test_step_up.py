@@ -214,7 +214,7 @@ def test_enrolment_end_to_end(signed_in, user, caplog):
     assert signed_in.get("/portal/mfa/").status_code == 200
     start = signed_in.get("/portal/mfa/enrol/?next=/portal/")
     assert start.status_code == 200 and b"Set up an authenticator app" in start.content
-    response = signed_in.post("/portal/mfa/enrol/?next=/portal/")
+    response = signed_in.post("/portal/mfa/enrol/?next=/portal/", {"password": PASSWORD})
     assert response.status_code == 302 and response["Location"].startswith("/portal/mfa/enrol/confirm/")
     device = TOTPDevice.objects.get(user=user)
     assert not device.confirmed
@@ -254,9 +254,9 @@ def test_enrolment_end_to_end(signed_in, user, caplog):
 
 
 def test_unfinished_enrolment_is_replaced_and_never_counts(signed_in, user):
-    signed_in.post("/portal/mfa/enrol/")
+    signed_in.post("/portal/mfa/enrol/", {"password": PASSWORD})
     first = TOTPDevice.objects.get(user=user)
-    signed_in.post("/portal/mfa/enrol/")
+    signed_in.post("/portal/mfa/enrol/", {"password": PASSWORD})
     second = TOTPDevice.objects.get(user=user)
     assert first.pk != second.pk and not second.confirmed
     # An unconfirmed device cannot verify a step-up.
