@@ -2,7 +2,8 @@
 default with DEBUG off), no admin page is served to a session without a second factor.
 
 Thin: it decides which paths are the admin's (all under the admin's index, except its sign-in and sign-out)
-and asks :func:`governance.mfa.guards.admin_second_factor_refusal`.
+and asks :func:`governance.mfa.guards.admin_second_factor_refusal`.  Other paths (the token endpoint
+among them) pay one string comparison.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from governance.mfa.guards import admin_second_factor_refusal
 class AdminSecondFactorMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
+        self._admin: tuple[str, frozenset[str]] | None = None
+
+    def _admin_paths(self) -> tuple[str, frozenset[str]]:
+        """(the admin's root, the paths under it that stay open); resolved once, on the first request."""
+        if self._admin is None:
+            self._admin = (reverse("admin:index"), frozenset({reverse("admin:login"), reverse("admin:logout")}))
+        return self._admin
 
     def __call__(self, request):
-        admin_root = reverse("admin:index")
-        if request.path.startswith(admin_root) and request.path not in (
-            reverse("admin:login"),
-            reverse("admin:logout"),
-        ):
+        root, open_paths = self._admin_paths()
+        if request.path.startswith(root) and request.path not in open_paths:
             refusal = admin_second_factor_refusal(request)
             if refusal is not None:
                 return refusal
