@@ -21,7 +21,10 @@ class AdminSecondFactorMiddleware:
     def _admin_paths(self) -> tuple[str, frozenset[str]]:
         """(the admin's root, the paths under it that stay open); resolved once, on the first request."""
         if self._admin is None:
-            self._admin = (reverse("admin:index"), frozenset({reverse("admin:login"), reverse("admin:logout")}))
+            self._admin = (
+                reverse("admin:index"),
+                frozenset({reverse("admin:login"), reverse("admin:logout")}),
+            )
         return self._admin
 
     def __call__(self, request):
