@@ -17,7 +17,10 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.actions import Action, Result
 from audit.models import AuditEvent
+from config.celery import app as celery_app
 from governance import auth_levels
+from governance.errors import NotPermitted
+from governance.services.mfa import mfa_device_confirm, mfa_device_enrol
 from tests.factories import UserFactory
 from tests.governance.step_up_helpers import code_for, pass_step_up
 
@@ -95,9 +98,6 @@ def test_a_replacement_needs_the_current_factor_still_fresh_when_confirmed(user,
 
 
 def test_the_service_refuses_a_replacement_without_the_current_device(user, device):
-    from governance.errors import NotPermitted
-    from governance.services.mfa import mfa_device_confirm, mfa_device_enrol
-
     pending = mfa_device_enrol(actor=user)
     with pytest.raises(NotPermitted):
         mfa_device_confirm(actor=user, device=pending, code=code_for(pending), proved_device=None)
@@ -127,7 +127,19 @@ def test_enrolling_the_first_device_needs_the_password_again(user):
     assert all(json.loads(e.parameters)["first_device"] is True for e in events(Action.MFA_ENROLLED))
 
 
-def test_a_new_second_factor_is_audited_and_notified_by_email(user, django_capture_on_commit_callbacks):
+@pytest.fixture
+def tasks_in_process():
+    """The notice is a Celery task; with REDIS_URL it would go to a worker (tests/test_celery_worker.py runs
+    one), here it runs in this process so the mail lands in Django's test outbox."""
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = eager
+
+
+def test_a_new_second_factor_is_audited_and_notified_by_email(
+    user, django_capture_on_commit_callbacks, tasks_in_process
+):
     session = browser(user)
     session.post("/portal/mfa/enrol/", {"password": PASSWORD})
     pending = TOTPDevice.objects.get(user=user)
