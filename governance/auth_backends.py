@@ -15,7 +15,13 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
 from audit.context import client_ip
-from governance.services.sign_in import SignInLocked, sign_in_check, sign_in_failed, sign_in_succeeded
+from governance.services.sign_in import (
+    SignInLocked,
+    lookup,
+    sign_in_check,
+    sign_in_failed,
+    sign_in_succeeded,
+)
 
 
 def _via(request: HttpRequest | None) -> str:
@@ -39,12 +45,10 @@ class ThrottledModelBackend(ModelBackend):
         except SignInLocked:
             User().set_password(password)
             raise PermissionDenied from None  # stops the other backends too
-        try:
-            user = User._default_manager.get_by_natural_key(username)
-        except User.DoesNotExist:
+        user = lookup(username)
+        if user is None:
             User().set_password(password)  # as ModelBackend: the same work as a wrong password
-            user = None
-        if user is not None and user.check_password(password) and self.user_can_authenticate(user):
+        elif user.check_password(password) and self.user_can_authenticate(user):
             sign_in_succeeded(user=user, address=address, via=via)
             return user
         sign_in_failed(username=username, address=address, user=user, via=via)

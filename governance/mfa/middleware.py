@@ -8,7 +8,7 @@ among them) pay one string comparison.
 
 from __future__ import annotations
 
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 from governance.mfa.guards import admin_second_factor_refusal
 
@@ -18,18 +18,20 @@ class AdminSecondFactorMiddleware:
         self.get_response = get_response
         self._admin: tuple[str, frozenset[str]] | None = None
 
-    def _admin_paths(self) -> tuple[str, frozenset[str]]:
-        """(the admin's root, the paths under it that stay open); resolved once, on the first request."""
+    def _admin_paths(self) -> tuple[str, frozenset[str]] | None:
+        """(the admin's root, the paths under it that stay open), or None when no admin is mounted; resolved
+        once, on the first request."""
         if self._admin is None:
-            self._admin = (
-                reverse("admin:index"),
-                frozenset({reverse("admin:login"), reverse("admin:logout")}),
-            )
+            try:
+                root = reverse("admin:index")
+            except NoReverseMatch:
+                return None
+            self._admin = (root, frozenset({reverse("admin:login"), reverse("admin:logout")}))
         return self._admin
 
     def __call__(self, request):
-        root, open_paths = self._admin_paths()
-        if request.path.startswith(root) and request.path not in open_paths:
+        admin = self._admin_paths()
+        if admin is not None and request.path.startswith(admin[0]) and request.path not in admin[1]:
             refusal = admin_second_factor_refusal(request)
             if refusal is not None:
                 return refusal

@@ -296,7 +296,8 @@ def mfa_recovery_codes_generate(*, actor: Principal, proved_device: Device | Non
 
 def mfa_device_remove(*, actor: Principal, device: TOTPDevice, reason: str = "") -> None:
     """Remove a second factor: by its owner (after a fresh second factor), or by an organization admin
-    resetting a lost one.  Sessions it verified drop back to the password level at once."""
+    resetting a lost one.  Sessions it verified drop back to the password level at once.  Removing the last
+    authenticator app voids the recovery codes too (a reset starts over, with the password)."""
     owner = device.user
     if not (isinstance(actor, User) and actor.pk == owner.pk and actor.is_active):
         ensure_can_manage(actor, owner.organization)
@@ -306,6 +307,9 @@ def mfa_device_remove(*, actor: Principal, device: TOTPDevice, reason: str = "")
             raise InvalidState("That second factor was already removed.")
         device_id, was_confirmed = locked.pk, locked.confirmed
         locked.delete()
+        voided = 0
+        if not confirmed_devices(owner).exists():
+            voided = StaticDevice.objects.filter(user=owner).delete()[1].get("otp_static.StaticToken", 0)
         audit.record(
             action=Action.MFA_REMOVED,
             actor=actor,
@@ -315,6 +319,7 @@ def mfa_device_remove(*, actor: Principal, device: TOTPDevice, reason: str = "")
                 "device_id": device_id,
                 "kind": "totp",
                 "was_confirmed": was_confirmed,
+                "recovery_codes_voided": voided,
                 "reason": reason[:500],
             },
         )

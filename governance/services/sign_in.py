@@ -106,8 +106,12 @@ def _count_failure(username: str, address: str | None) -> None:
             cache.add(key, 1, timeout=window_seconds())
 
 
-def _target(username: str) -> User | None:
-    return User.objects.filter(username=username).first()
+def lookup(username: str) -> User | None:
+    """The account a sign-in names, or None.  A name no account can have (NUL, which PostgreSQL refuses in
+    text, or longer than the column) is not looked up at all."""
+    if not isinstance(username, str) or "\x00" in username or len(username) > USERNAME_LIMIT:
+        return None
+    return User._default_manager.filter(**{User.USERNAME_FIELD: username}).first()
 
 
 def sign_in_check(*, username: str, address: str | None, via: str) -> None:
@@ -129,7 +133,7 @@ def sign_in_check(*, username: str, address: str | None, via: str) -> None:
         except Exception:
             first = True
     if first:
-        target = _target(username)
+        target = lookup(username)
         with transaction.atomic():
             audit.record(
                 action=Action.SIGN_IN_LOCKED_OUT,

@@ -20,7 +20,7 @@ from audit.models import AuditEvent
 from config.celery import app as celery_app
 from governance import auth_levels
 from governance.errors import NotPermitted
-from governance.services.mfa import mfa_device_confirm, mfa_device_enrol
+from governance.services.mfa import mfa_device_confirm, mfa_device_enrol, mfa_device_remove
 from tests.factories import UserFactory
 from tests.governance.step_up_helpers import code_for, pass_step_up
 
@@ -235,3 +235,13 @@ def test_regenerating_recovery_codes_voids_the_old_ones(user, device):
     other = browser(user)
     assert other.post("/portal/mfa/verify/", {"code": old[0], "next": "/"}).status_code == 400
     assert other.post("/portal/mfa/verify/", {"code": new[0], "next": "/"}).status_code == 302
+
+
+def test_removing_the_last_app_voids_the_recovery_codes(user, device, admin):
+    session = browser(user)
+    pass_step_up(session, user)
+    codes = generate_codes(session)
+    mfa_device_remove(actor=admin, device=device, reason="lost phone and codes")
+    assert not StaticToken.objects.filter(device__user=user).exists()
+    [event] = events(Action.MFA_REMOVED)
+    assert json.loads(event.parameters)["recovery_codes_voided"] == len(codes)

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+from django.contrib.auth import authenticate
 from django.core.cache import cache
 
 from audit.actions import Action, ActorType, Result
@@ -216,3 +217,12 @@ def test_hostile_input_never_gives_a_5xx(client, db, field, value, forget_thrott
     for url in (PORTAL, ADMIN):
         response = client.post(url, data, REMOTE_ADDR="198.51.100.16")
         assert response.status_code == 200 and not signed_in(client)
+
+
+@pytest.mark.parametrize("username", ["nul\x00byte", "x" * 10_000])
+def test_the_backend_never_sends_an_impossible_username_to_the_database(db, username, forget_throttles):
+    """Forms refuse these before; any other caller of authenticate() must not meet PostgreSQL's DataError."""
+    forget_throttles.append((username, "-"))
+    assert authenticate(None, username=username, password=WRONG) is None
+    [event] = events(Action.SIGN_IN_FAILED)
+    assert "\x00" not in json.loads(event.parameters)["username"]
