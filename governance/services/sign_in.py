@@ -1,12 +1,13 @@
 """Password sign-in attempts: throttled per account and per address, and audited.
 
 The counters live in Django's cache (Redis when ``REDIS_URL`` is set, so every web process shares them): a
-fixed window of ``GATEHOUSE_SIGN_IN_WINDOW_SECONDS`` starts at an account's (or address's) first failure.
-When either counter reaches its limit, sign-in for that account (or from that address) is refused without
-looking at the password until the window ends.  Unknown usernames are counted exactly like known ones, so
-a lockout says nothing about whether an account exists.  A success clears the account's counter, never the
-address's (one valid account must not reset a spray from that address).  When the cache cannot answer,
-sign-in is refused (closed).
+fixed window of ``GATEHOUSE_SIGN_IN_WINDOW_SECONDS`` starts at an account's (or address's) first attempt.
+Every attempt is counted *before* the password is checked (an atomic increment, so parallel requests cannot
+slip past the limit); a success gives its own count back.  Past either limit, sign-in for that account (or
+from that address) is refused without looking at the password until the window ends.  Unknown usernames
+are counted exactly like known ones, so a lockout says nothing about whether an account exists.  A success
+clears the account's counter, never the address's earlier failures (one valid account must not reset a
+spray from that address).  When the cache cannot answer, sign-in is refused (closed).
 
 Each function records one audit event: ``sign_in.succeeded``, ``sign_in.failed`` and
 ``sign_in.locked_out`` (once per lock, not per refused attempt, so a locked door cannot flood the log).
@@ -86,24 +87,27 @@ def notice_key(counter_key: str) -> str:
     return f"{counter_key}:noticed"
 
 
-def _locked(username: str, address: str | None) -> tuple[str, str] | None:
-    """(which, counter key) of the first locked counter, or None."""
-    keys = _keys(username, address)
-    counts = cache.get_many([key for _, key, _ in keys])
-    for which, key, limit in keys:
-        if int(counts.get(key, 0)) >= limit:
+def _count(key: str) -> int:
+    """Add one to a counter and return it.  The window starts with the first attempt: ``add`` sets the key
+    only when absent, and ``incr`` (atomic in Redis) keeps its expiry."""
+    cache.add(key, 0, timeout=window_seconds())
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between the two calls: this attempt opens a new window
+        cache.add(key, 1, timeout=window_seconds())
+        return 1
+
+
+def _reserve(username: str, address: str | None) -> tuple[str, str] | None:
+    """Count this attempt before the password is looked at; (which, counter key) when over a limit.
+
+    Counting first makes the limit exact under parallel requests: each attempt gets its own number, so
+    no more than the limit can ever reach the password check in one window.
+    """
+    for which, key, limit in _keys(username, address):
+        if _count(key) > limit:
             return which, key
     return None
-
-
-def _count_failure(username: str, address: str | None) -> None:
-    for _, key, _ in _keys(username, address):
-        # The window starts at the first failure: add() sets it only when absent, incr() never extends it.
-        cache.add(key, 0, timeout=window_seconds())
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between the two calls: this failure opens a new window
-            cache.add(key, 1, timeout=window_seconds())
 
 
 def lookup(username: str) -> User | None:
@@ -115,12 +119,13 @@ def lookup(username: str) -> User | None:
 
 
 def sign_in_check(*, username: str, address: str | None, via: str) -> None:
-    """Raise :class:`SignInLocked` when the account or the address is locked (or the cache cannot say).
+    """Count the attempt; raise :class:`SignInLocked` when the account or the address is over its limit in
+    this window (or the cache cannot say).  Call before checking the password.
 
     The first refusal of a lock records ``sign_in.locked_out``; later ones in the same window record nothing.
     """
     try:
-        locked = _locked(username, address)
+        locked = _reserve(username, address)
     except Exception:  # the cache is down: refuse (closed), and record each refusal
         logger.warning("sign-in refused: the throttle cache did not answer", exc_info=True)
         which, first = "unavailable", True
@@ -152,11 +157,7 @@ def sign_in_check(*, username: str, address: str | None, via: str) -> None:
 
 
 def sign_in_failed(*, username: str, address: str | None, user: User | None, via: str) -> None:
-    """A wrong password (or an unknown or inactive account): counted per account and address, recorded."""
-    try:
-        _count_failure(username, address)
-    except Exception:
-        logger.warning("sign-in failure not counted: the throttle cache did not answer", exc_info=True)
+    """A wrong password (or an unknown or inactive account), already counted by :func:`sign_in_check`."""
     with transaction.atomic():
         audit.record(
             action=Action.SIGN_IN_FAILED,
@@ -169,9 +170,14 @@ def sign_in_failed(*, username: str, address: str | None, user: User | None, via
 
 
 def sign_in_succeeded(*, user: User, address: str | None, via: str) -> None:
-    """The password was right: the account's failures are forgotten; recorded with the person as actor."""
+    """The password was right: the account's failures are forgotten, and this attempt no longer counts
+    against the address (its earlier failures still do); recorded with the person as actor."""
     try:
         cache.delete(account_key(user.get_username()))
+        if address:
+            cache.decr(address_key(address))
+    except ValueError:  # the address window ended meanwhile: nothing to give back
+        pass
     except Exception:
         logger.warning("sign-in failures not cleared: the throttle cache did not answer", exc_info=True)
     with transaction.atomic():

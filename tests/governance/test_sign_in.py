@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from django.contrib.auth import authenticate
 from django.core.cache import cache
@@ -226,3 +228,36 @@ def test_the_backend_never_sends_an_impossible_username_to_the_database(db, user
     assert authenticate(None, username=username, password=WRONG) is None
     [event] = events(Action.SIGN_IN_FAILED)
     assert "\x00" not in json.loads(event.parameters)["username"]
+
+
+def _sign_in_over_http(base: str, username: str, password: str) -> bool:
+    """One browser: fetch the form (CSRF cookie and token), post it; True when a session cookie came back."""
+    with httpx.Client(base_url=base, timeout=60) as browser:
+        form = browser.get(PORTAL)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+        answer = browser.post(
+            PORTAL,
+            data={"username": username, "password": password, "csrfmiddlewaretoken": token},
+            headers={"Referer": base + PORTAL},
+        )
+        return answer.status_code == 302 and "sessionid" in browser.cookies
+
+
+def test_parallel_guesses_cannot_slip_past_the_limit(
+    live_server, transactional_db, org, forget_throttles, settings
+):
+    """Twenty guesses at once on a live server: each is counted before its password check, so exactly the
+    limit reach the check (a check-then-count throttle lets parallel requests through together while the
+    slow password hash runs, so this test keeps Django's real hasher)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    person = UserFactory(organization=org, username="raced")
+    forget_throttles.append((person.username, "127.0.0.1"))
+    limit = sign_in.max_failures_per_account()
+    with ThreadPoolExecutor(max_workers=limit * 2) as pool:
+        results = list(
+            pool.map(lambda _: _sign_in_over_http(live_server.url, "raced", WRONG), range(limit * 2))
+        )
+    assert not any(results)
+    assert len(events(Action.SIGN_IN_FAILED)) == limit
+    assert len(events(Action.SIGN_IN_LOCKED_OUT)) == 1
+    assert not _sign_in_over_http(live_server.url, "raced", PASSWORD)
