@@ -62,6 +62,12 @@ class Action(models.TextChoices):
     MFA_CONFIRMED = "mfa.confirmed"
     MFA_REMOVED = "mfa.removed"
 
+    # harden (issue 9): sign-in attempts, recovery codes, first-device notice
+    SIGN_IN_SUCCEEDED = "sign_in.succeeded"
+    SIGN_IN_FAILED = "sign_in.failed"
+    SIGN_IN_LOCKED_OUT = "sign_in.locked_out"
+    MFA_RECOVERY_CODES_GENERATED = "mfa.recovery_codes_generated"
+
     DECISION_ALLOWED = "decision.allowed"
     DECISION_DENIED = "decision.denied"
     # enforcement: a decision request from a caller that is not a registered tool server (no decision made)

@@ -23,7 +23,7 @@ def _load_or_create(path: Path) -> Ed25519PrivateKey:
             raise ImproperlyConfigured(
                 "AUDIT_SIGNING_KEY or an existing AUDIT_SIGNING_KEY_FILE is required when DEBUG is off."
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "oauth2_provider",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",  # recovery codes (governance.services.mfa)
     "audit",
     "governance",
     "approvals",
@@ -48,6 +49,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    "governance.mfa.middleware.AdminSecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -136,11 +138,23 @@ STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", BASE_DIR / "staticfiles", base=BASE_DIR)
 
 LOGIN_URL = "governance:login"
-# Django's own, then the permissions that follow from a Gatehouse role (governance/permissions.py).
+# Django's own (every password sign-in, portal and admin, throttled and audited: governance.auth_backends),
+# then the permissions that follow from a Gatehouse role (governance/permissions.py).
 AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
+    "governance.auth_backends.ThrottledModelBackend",
     "governance.permissions.RolePermissionBackend",
 ]
+
+# Password sign-in settings (governance.services.sign_in): after this many attempts in the window an account,
+# or an address, is refused without a password check until the window ends.  Counters live in the cache
+# (Redis with REDIS_URL).
+GATEHOUSE_SIGN_IN_WINDOW_SECONDS = env.integer("GATEHOUSE_SIGN_IN_WINDOW_SECONDS", default=900)
+GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ACCOUNT = env.integer(
+    "GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ACCOUNT", default=10
+)
+GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ADDRESS = env.integer(
+    "GATEHOUSE_SIGN_IN_MAX_FAILURES_PER_ADDRESS", default=30
+)
 
 # Mail: the console plus a folder the development outbox page reads in the default run; SMTP otherwise.
 EMAIL_BACKEND = env.text(
@@ -199,6 +213,10 @@ if not DEBUG:
 GATEHOUSE_STEP_UP_MAX_AGE_SECONDS = env.integer("GATEHOUSE_STEP_UP_MAX_AGE_SECONDS", default=300)
 OTP_TOTP_ISSUER = env.text("GATEHOUSE_STEP_UP_TOTP_ISSUER", default="Gatehouse")
 OTP_TOTP_THROTTLE_FACTOR = env.integer("GATEHOUSE_STEP_UP_THROTTLE_SECONDS", default=1)
+OTP_STATIC_THROTTLE_FACTOR = OTP_TOTP_THROTTLE_FACTOR
+# Every admin page needs a session at the second-factor level (any age; sensitive actions want it fresh).
+# On unless DEBUG: the default run's demo admin has no authenticator app.
+GATEHOUSE_ADMIN_REQUIRES_MFA = env.flag("GATEHOUSE_ADMIN_REQUIRES_MFA", default=not DEBUG)
 
 # Number of trusted reverse proxies in front of Gatehouse; the client IP is read from X-Forwarded-For
 # only through that many hops.  0 means REMOTE_ADDR is the client.

@@ -58,7 +58,7 @@ def demo_key(key_dir: Path, agent_name: str):
 
     path = key_dir / f"{agent_name}.jwk.json"
     if not path.exists():
-        key_dir.mkdir(parents=True, exist_ok=True)
+        key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = jwk.JWK.generate(kty="EC", crv="P-256", kid=f"demo-{agent_name}", use="sig", alg="ES256")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -172,8 +172,9 @@ def session_claims(request: HttpRequest) -> dict[str, Any]:
     return {"acr": acr, "auth_time": when, "amr": list(AMR[acr])}
 
 
-def meets(*, acr: str | None, auth_time: int | None, required_acr: str, max_age: int | None,
-          at: int | None = None) -> bool:
+def meets(
+    *, acr: str | None, auth_time: int | None, required_acr: str, max_age: int | None, at: int | None = None
+) -> bool:
     """Whether a level reached at ``auth_time`` satisfies a requirement (also for a token's claims)."""
     if rank(required_acr) < 0 or rank(acr) < rank(required_acr):
         return False
@@ -206,6 +207,16 @@ STEP_UP_GRANT_RISK_LEVELS = frozenset({"high", "critical"})
 
 def granting_needs_step_up(capability: Any) -> bool:
     return getattr(capability, "risk_level", None) in STEP_UP_GRANT_RISK_LEVELS
+
+
+# Taking an agent out of service (every token it holds revoked: the kill switch, and retirement, which is also
+# permanent) is a sensitive portal action: the person doing it proves a fresh second factor.
+STEP_UP_AGENT_STATUSES = frozenset({"suspended", "retired"})
+
+
+def agent_transition_needs_step_up(to_status: str) -> bool:
+    """Whether moving an agent to ``to_status`` needs a fresh second factor (one rule, every way in)."""
+    return to_status in STEP_UP_AGENT_STATUSES
 
 
 def strongest(*requirements: Requirement) -> Requirement:
@@ -259,7 +270,8 @@ def insufficient_user_authentication(
     values = [v for v in (acr_values or []) if v]
     if description is None:
         description = (
-            "A more recent authentication is required" if not values
+            "A more recent authentication is required"
+            if not values
             else "A different authentication level is required"
         )
     params = [

@@ -8,11 +8,11 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from jwcrypto import jwk
 
-from governance import selectors, services
+from governance import auth_levels, selectors, services
 from governance.admin.base import ServiceAdmin, ServiceForm, apply_each, changed, confirm_with_reason
 from governance.errors import InvalidInput
 from governance.keys import validate_public_jwks
-from governance.mfa.guards import require_step_up_action
+from governance.mfa.guards import step_up_refusal_for_admin
 from governance.models import Agent, Grant
 from governance.models.agents import AgentStatus, TokenEndpointAuthMethod
 from governance.services.agents import AGENT_AUTH_METHODS
@@ -279,54 +279,86 @@ class AgentAdmin(ServiceAdmin):
 
     # Lifecycle actions -------------------------------------------------------------------------------
 
+    def _lifecycle(self, request, queryset, *, to: str, what: str, run):
+        """Every status change goes through here: the step-up rule for ``to`` is asked in one place."""
+        # Nothing selected that this admin may see: nothing will change, so nothing to prove.
+        if auth_levels.agent_transition_needs_step_up(to) and queryset.exists():
+            refusal = step_up_refusal_for_admin(request, what=what)
+            if refusal is not None:
+                return refusal
+        return run()
+
     @admin.action(description="Activate selected pending agents")
     def activate_selected(self, request, queryset):
-        apply_each(
-            self,
+        return self._lifecycle(
             request,
             queryset,
-            verb="Activated",
-            service=lambda *, actor, obj: services.agent_activate(actor=actor, agent=obj),
+            to=AgentStatus.ACTIVE,
+            what="Activating agents",
+            run=lambda: apply_each(
+                self,
+                request,
+                queryset,
+                verb="Activated",
+                service=lambda *, actor, obj: services.agent_activate(actor=actor, agent=obj),
+            ),
         )
 
     @admin.action(description="Suspend selected agents (kill switch)")
-    @require_step_up_action("Suspending agents")
     def suspend_selected(self, request, queryset):
-        return confirm_with_reason(
-            self,
+        return self._lifecycle(
             request,
             queryset,
-            title="Suspend agents",
-            verb="Suspended",
-            warning="Every token these agents hold stops working at once.",
-            service=lambda *, actor, obj, reason: services.agent_suspend(
-                actor=actor, agent=obj, reason=reason
+            to=AgentStatus.SUSPENDED,
+            what="Suspending agents",
+            run=lambda: confirm_with_reason(
+                self,
+                request,
+                queryset,
+                title="Suspend agents",
+                verb="Suspended",
+                warning="Every token these agents hold stops working at once.",
+                service=lambda *, actor, obj, reason: services.agent_suspend(
+                    actor=actor, agent=obj, reason=reason
+                ),
             ),
         )
 
     @admin.action(description="Reactivate selected suspended agents")
     def reactivate_selected(self, request, queryset):
-        return confirm_with_reason(
-            self,
+        return self._lifecycle(
             request,
             queryset,
-            title="Reactivate agents",
-            verb="Reactivated",
-            service=lambda *, actor, obj, reason: services.agent_reactivate(
-                actor=actor, agent=obj, reason=reason
+            to=AgentStatus.ACTIVE,
+            what="Reactivating agents",
+            run=lambda: confirm_with_reason(
+                self,
+                request,
+                queryset,
+                title="Reactivate agents",
+                verb="Reactivated",
+                service=lambda *, actor, obj, reason: services.agent_reactivate(
+                    actor=actor, agent=obj, reason=reason
+                ),
             ),
         )
 
     @admin.action(description="Retire selected agents (permanent)")
     def retire_selected(self, request, queryset):
-        return confirm_with_reason(
-            self,
+        return self._lifecycle(
             request,
             queryset,
-            title="Retire agents",
-            verb="Retired",
-            warning="Retiring is permanent: tokens are revoked and open grants closed.",
-            service=lambda *, actor, obj, reason: services.agent_retire(
-                actor=actor, agent=obj, reason=reason
+            to=AgentStatus.RETIRED,
+            what="Retiring agents",
+            run=lambda: confirm_with_reason(
+                self,
+                request,
+                queryset,
+                title="Retire agents",
+                verb="Retired",
+                warning="Retiring is permanent: tokens are revoked and open grants closed.",
+                service=lambda *, actor, obj, reason: services.agent_retire(
+                    actor=actor, agent=obj, reason=reason
+                ),
             ),
         )

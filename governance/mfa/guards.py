@@ -17,9 +17,11 @@ from collections.abc import Callable
 from functools import wraps
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -48,11 +50,24 @@ def is_fresh(request: HttpRequest, max_age: int | None = None) -> bool:
     return auth_levels.satisfies(request, acr=auth_levels.ACR_MFA, max_age=age)
 
 
+def fresh_device(request: HttpRequest):
+    """The confirmed device that gave this session its fresh second factor, or None when it is not fresh."""
+    if not is_fresh(request):
+        return None
+    device = getattr(request.user, "otp_device", None)
+    if device is None or device.user_id != request.user.pk or not device.confirmed:
+        return None
+    return device
+
+
 def _demand(request: HttpRequest, max_age: int | None, required_for: str) -> bool:
     """Record the demand; return whether the person has a device to verify with."""
     age = auth_levels.step_up_max_age() if max_age is None else max_age
     step_up_require(
-        actor=request.user, required_for=required_for, acr=auth_levels.ACR_MFA, max_age=age,
+        actor=request.user,
+        required_for=required_for,
+        acr=auth_levels.ACR_MFA,
+        max_age=age,
         current_acr=auth_levels.current_acr(request),
     )
     return has_confirmed_device(request.user)
@@ -80,10 +95,13 @@ def step_up_response(request: HttpRequest, *, max_age: int | None = None) -> Htt
     # A refused form post is not replayed: after verifying, the person returns to the page that held the form.
     next_url = _safe_referer(request) or reverse("governance:home")
     return TemplateResponse(
-        request, "governance/mfa/step_up_required.html",
-        {"sentence": REFUSAL if has_device else NO_DEVICE,
-         "action_url": verify_url(next_url) if has_device else enrol_url(next_url),
-         "has_device": has_device},
+        request,
+        "governance/mfa/step_up_required.html",
+        {
+            "sentence": REFUSAL if has_device else NO_DEVICE,
+            "action_url": verify_url(next_url) if has_device else enrol_url(next_url),
+            "has_device": has_device,
+        },
         status=403,
     )
 
@@ -104,7 +122,10 @@ def prompt_for(
     if auth_levels.satisfies(request, acr=requirement.acr, max_age=requirement.max_age):
         return None
     step_up_require(
-        actor=request.user, required_for=request.path, acr=requirement.acr, max_age=requirement.max_age,
+        actor=request.user,
+        required_for=request.path,
+        acr=requirement.acr,
+        max_age=requirement.max_age,
         current_acr=auth_levels.current_acr(request),
     )
     if has_confirmed_device(request.user):
@@ -112,6 +133,42 @@ def prompt_for(
     if requirement.acr == auth_levels.ACR_MFA:
         return HttpResponseRedirect(enrol_url(next_url))
     return redirect_to_login(next_url)
+
+
+def admin_second_factor_refusal(request: HttpRequest) -> HttpResponse | None:
+    """With ``GATEHOUSE_ADMIN_REQUIRES_MFA``: None when a signed-in staff session is at the MFA level (any
+    age); else a redirect (GET) to verify, or to enrol without a device, or a 403 sentence (other methods).
+
+    People who are not signed in, or not staff, are left to the admin's own sign-in and permission checks.
+    """
+    user = getattr(request, "user", None)
+    if not settings.GATEHOUSE_ADMIN_REQUIRES_MFA or user is None or not user.is_authenticated:
+        return None
+    if not user.is_staff or auth_levels.satisfies(request, acr=auth_levels.ACR_MFA, max_age=None):
+        return None
+    step_up_require(
+        actor=user,
+        required_for=f"admin: {request.path}"[:200],
+        acr=auth_levels.ACR_MFA,
+        max_age=None,
+        current_acr=auth_levels.current_acr(request),
+    )
+    has_device = has_confirmed_device(user)
+    next_url = request.get_full_path() if request.method in ("GET", "HEAD") else reverse("admin:index")
+    target = verify_url(next_url) if has_device else enrol_url(next_url)
+    if request.method in ("GET", "HEAD"):
+        return HttpResponseRedirect(target)
+    sentence = (
+        "The admin needs your second factor. Enter a code from your authenticator app, then try again."
+        if has_device
+        else "The admin needs a second factor. Set up an authenticator app, then try again."
+    )
+    return render(
+        request,
+        "governance/mfa/step_up_required.html",
+        {"sentence": sentence, "action_url": target, "has_device": has_device},
+        status=403,
+    )
 
 
 def require_step_up(max_age: int | None | Callable = None):

@@ -9,5 +9,6 @@ urlpatterns = [
     path("enrol/", views.enrol, name="mfa_enrol"),
     path("enrol/confirm/", views.confirm, name="mfa_confirm"),
     path("verify/", views.verify, name="mfa_verify"),
+    path("recovery/", views.recovery, name="mfa_recovery"),
     path("devices/<int:pk>/remove/", views.remove, name="mfa_remove"),
 ]

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import segno
 from django.contrib import messages
+from django.contrib.auth import authenticate
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -22,8 +23,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from governance import auth_levels
-from governance.errors import GovernanceError
-from governance.mfa.guards import enrol_url, is_fresh, require_step_up, step_up_response
+from governance.errors import GovernanceError, NotPermitted
+from governance.mfa.guards import enrol_url, fresh_device, is_fresh, require_step_up, step_up_response
 from governance.services.mfa import (
     TooManyAttempts,
     confirmed_devices,
@@ -31,7 +32,9 @@ from governance.services.mfa import (
     mfa_device_enrol,
     mfa_device_remove,
     mfa_device_verify,
+    mfa_recovery_codes_generate,
     pending_device,
+    recovery_codes_left,
 )
 
 
@@ -45,7 +48,17 @@ def _next(request: HttpRequest) -> str:
     return reverse("governance:mfa")
 
 
+# The id of the device this session is enrolling: a pending enrolment belongs to the session that started it.
+PENDING_SESSION_KEY = "gatehouse_mfa_pending"
+
+
+def _session_pending(request: HttpRequest) -> TOTPDevice | None:
+    return pending_device(request.user, request.session.get(PENDING_SESSION_KEY))
+
+
 def _error_status(exc: GovernanceError) -> int:
+    if isinstance(exc, NotPermitted):
+        return 403
     return 429 if isinstance(exc, TooManyAttempts) else 400
 
 
@@ -59,21 +72,31 @@ def qr_svg(device: TOTPDevice) -> str:
     """An inline SVG QR code of the device's otpauth:// URL (dark on white, readable in dark mode too)."""
     code = segno.make(device.config_url, error="m")
     return mark_safe(  # noqa: S308 - segno's own markup; the only data is the URL it encoded
-        code.svg_inline(scale=4, border=4, dark="#000", light="#fff",
-                        title="QR code to add Gatehouse to your authenticator app")
+        code.svg_inline(
+            scale=4,
+            border=4,
+            dark="#000",
+            light="#fff",
+            title="QR code to add Gatehouse to your authenticator app",
+        )
     )
 
 
 @never_cache
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
-    return render(request, "governance/mfa/overview.html", {
-        "devices": confirmed_devices(request.user),
-        "pending": pending_device(request.user),
-        "acr": auth_levels.current_acr(request),
-        "fresh": is_fresh(request),
-        "auth_time": auth_levels.auth_datetime(request),
-    })
+    return render(
+        request,
+        "governance/mfa/overview.html",
+        {
+            "devices": confirmed_devices(request.user),
+            "pending": _session_pending(request),
+            "acr": auth_levels.current_acr(request),
+            "fresh": is_fresh(request),
+            "auth_time": auth_levels.auth_datetime(request),
+            "recovery_left": recovery_codes_left(request.user),
+        },
+    )
 
 
 @never_cache
@@ -82,42 +105,111 @@ def overview(request: HttpRequest) -> HttpResponse:
 def enrol(request: HttpRequest) -> HttpResponse:
     """GET: explain and offer to start.  POST: create a new unconfirmed device and go to confirmation.
 
-    Replacing an existing device needs a fresh second factor first.
+    Replacing an existing device needs a fresh second factor first; the first device needs the password
+    again (checked by the sign-in backend: throttled and audited like any sign-in).
     """
     replacing = confirmed_devices(request.user).exists()
+    error, status = "", 200
     if request.method == "POST":
         if replacing:
             refusal = step_up_response(request)
             if refusal is not None:
                 return refusal
-        mfa_device_enrol(actor=request.user)
-        return redirect(f"{reverse('governance:mfa_confirm')}?{urlencode({'next': _next(request)})}")
-    return render(request, "governance/mfa/enrol.html", {"replacing": replacing, "next": _next(request)})
+        password = request.POST.get("password", "")
+        confirmed = bool(password) and not replacing and _password_is_right(request, password)
+        try:
+            device = mfa_device_enrol(actor=request.user, password_confirmed=confirmed)
+        except GovernanceError as exc:
+            error, status = exc.message, _error_status(exc)
+        else:
+            request.session[PENDING_SESSION_KEY] = device.pk
+            return redirect(f"{reverse('governance:mfa_confirm')}?{urlencode({'next': _next(request)})}")
+    return render(
+        request,
+        "governance/mfa/enrol.html",
+        {"replacing": replacing, "next": _next(request), "error": error},
+        status=status,
+    )
+
+
+def _password_is_right(request: HttpRequest, password: str) -> bool:
+    user = authenticate(request, username=request.user.get_username(), password=password)
+    return user is not None and user.pk == request.user.pk
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def recovery(request: HttpRequest) -> HttpResponse:
+    """GET: how many recovery codes are left.  POST (fresh second factor): new codes, shown this once."""
+    codes: list[str] = []
+    error, status = "", 200
+    if request.method == "POST":
+        refusal = step_up_response(request)
+        if refusal is not None:
+            return refusal
+        try:
+            codes = mfa_recovery_codes_generate(actor=request.user, proved_device=fresh_device(request))
+        except GovernanceError as exc:
+            error, status = exc.message, _error_status(exc)
+    return render(
+        request,
+        "governance/mfa/recovery.html",
+        {
+            "codes": codes,
+            "left": recovery_codes_left(request.user),
+            "error": error,
+            "has_device": confirmed_devices(request.user).exists(),
+        },
+        status=status,
+    )
 
 
 @never_cache
 @login_required
 @require_http_methods(["GET", "HEAD", "POST"])
 def confirm(request: HttpRequest) -> HttpResponse:
-    """Show the QR code and manual key of the device being enrolled; a correct code activates it."""
-    device = pending_device(request.user)
+    """Show the QR code and manual key of the device this session is enrolling; a correct code activates it.
+
+    Replacing a device needs the current one, proved freshly, both to see the new key and to confirm it.
+    """
+    device = _session_pending(request)
     if device is None:
         return redirect(enrol_url(_next(request)))
+    if confirmed_devices(request.user).exists():
+        refusal = step_up_response(request)
+        if refusal is not None:
+            return refusal
     error, status = "", 200
     if request.method == "POST":
         try:
-            device = mfa_device_confirm(actor=request.user, device=device, code=request.POST.get("code", ""))
+            device = mfa_device_confirm(
+                actor=request.user,
+                device=device,
+                code=request.POST.get("code", ""),
+                proved_device=fresh_device(request),
+            )
         except GovernanceError as exc:
             error, status = exc.message, _error_status(exc)
         else:
+            request.session.pop(PENDING_SESSION_KEY, None)
             # Proving the new device is a second factor: the session reaches the MFA level now.
             auth_levels.record_second_factor(request, device)
             messages.success(request, "Your authenticator app is set up.")
             return redirect(_next(request))
-    return render(request, "governance/mfa/confirm.html", {
-        "qr_svg": qr_svg(device), "manual_key": manual_key(device), "digits": device.digits,
-        "period": device.step, "error": error, "next": _next(request),
-    }, status=status)
+    return render(
+        request,
+        "governance/mfa/confirm.html",
+        {
+            "qr_svg": qr_svg(device),
+            "manual_key": manual_key(device),
+            "digits": device.digits,
+            "period": device.step,
+            "error": error,
+            "next": _next(request),
+        },
+        status=status,
+    )
 
 
 @never_cache
@@ -131,8 +223,9 @@ def verify(request: HttpRequest) -> HttpResponse:
     error, status = "", 200
     if request.method == "POST":
         try:
-            device = mfa_device_verify(actor=request.user, code=request.POST.get("code", ""),
-                                       required_for=next_url)
+            device = mfa_device_verify(
+                actor=request.user, code=request.POST.get("code", ""), required_for=next_url
+            )
         except GovernanceError as exc:
             error, status = exc.message, _error_status(exc)
         else:

@@ -7,8 +7,13 @@ its event (the throttle counter and the audit row commit together) and then rais
 
 from __future__ import annotations
 
+import re
+
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
+from django_otp.models import Device
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit import services as audit
@@ -17,8 +22,13 @@ from governance.auth_levels import ACR_MFA
 from governance.errors import InvalidInput, InvalidState, NotPermitted
 from governance.models import User
 from governance.services._common import Principal, ensure_can_manage
+from governance.tasks import send_new_second_factor_notice
 
 DEFAULT_DEVICE_NAME = "Authenticator app"
+RECOVERY_DEVICE_NAME = "Recovery codes"
+RECOVERY_CODE_COUNT = 10
+# django-otp's random static token: 8 base32 characters (40 bits), single use, throttled like a TOTP code.
+_RECOVERY_CODE = re.compile(r"^[a-z2-7]{8}$")
 
 
 class CodeRefused(InvalidInput):
@@ -46,9 +56,26 @@ def has_confirmed_device(user: User) -> bool:
     return bool(user.is_authenticated) and confirmed_devices(user).exists()
 
 
-def pending_device(user: User) -> TOTPDevice | None:
-    """The device being enrolled (not yet confirmed), if any."""
-    return TOTPDevice.objects.filter(user=user, confirmed=False).order_by("-pk").first()
+def pending_device(user: User, pk: int | None) -> TOTPDevice | None:
+    """The device being enrolled (not yet confirmed) with this id, if it is the user's.
+
+    The caller passes the id it remembered when the enrolment started (the portal keeps it in the session
+    that started it): a pending device is never looked up by user alone, so no other session can see its
+    key or confirm it.
+    """
+    if not isinstance(pk, int) or isinstance(pk, bool):
+        return None
+    return TOTPDevice.objects.filter(user=user, confirmed=False, pk=pk).first()
+
+
+def _proves_current_factor(actor: User, proved_device: Device | None) -> bool:
+    """Replacing a second factor needs one of the actor's confirmed ones, freshly proved by the caller."""
+    return (
+        proved_device is not None
+        and proved_device.user_id == actor.pk
+        and proved_device.confirmed
+        and type(proved_device).objects.filter(pk=proved_device.pk, user=actor, confirmed=True).exists()
+    )
 
 
 def _retry_after(device: TOTPDevice) -> int:
@@ -77,31 +104,62 @@ def _refuse(wait: int) -> None:
     raise CodeRefused("That code is not correct. Enter the current code from your authenticator app.")
 
 
-def mfa_device_enrol(*, actor: Principal, name: str = DEFAULT_DEVICE_NAME) -> TOTPDevice:
+def mfa_device_enrol(
+    *, actor: Principal, name: str = DEFAULT_DEVICE_NAME, password_confirmed: bool = False
+) -> TOTPDevice:
     """Start enrolling a TOTP device for the actor: a new unconfirmed device with a fresh random key.
 
+    The first device needs the password again (``password_confirmed``: the caller just checked it), so a
+    session alone (a stolen cookie) cannot give itself a second factor; a refusal is recorded as denied.
     A previous unfinished enrolment is discarded.  Confirmed devices stay until the new one is confirmed
-    (replacing a device needs a fresh second factor: the views enforce it with ``require_step_up``).
+    (replacing a device needs the current one: the views demand a fresh second factor, and
+    :func:`mfa_device_confirm` checks it).
     """
     if not isinstance(actor, User):
         raise NotPermitted("Only a signed-in person can enrol a second factor.")
     _ensure_self(actor, actor)
     name = (name or DEFAULT_DEVICE_NAME).strip()[:64] or DEFAULT_DEVICE_NAME
     with transaction.atomic():
-        discarded = TOTPDevice.objects.filter(user=actor, confirmed=False).delete()[0]
-        device = TOTPDevice.objects.create(user=actor, name=name, confirmed=False)
-        audit.record(
-            action=Action.MFA_ENROLLED, actor=actor, target=actor,
-            parameters={
-                "device_id": device.pk, "name": name, "kind": "totp",
-                "replacing": confirmed_devices(actor).exists(), "discarded_unfinished": discarded,
-            },
-        )
+        first = not confirmed_devices(actor).exists()
+        if first and not password_confirmed:
+            audit.record(
+                action=Action.MFA_ENROLLED,
+                actor=actor,
+                target=actor,
+                result=Result.DENIED,
+                parameters={"kind": "totp", "first_device": True, "reason": "password not confirmed"},
+            )
+            device = None
+        else:
+            discarded = TOTPDevice.objects.filter(user=actor, confirmed=False).delete()[0]
+            device = TOTPDevice.objects.create(user=actor, name=name, confirmed=False)
+            audit.record(
+                action=Action.MFA_ENROLLED,
+                actor=actor,
+                target=actor,
+                parameters={
+                    "device_id": device.pk,
+                    "name": name,
+                    "kind": "totp",
+                    "first_device": first,
+                    "replacing": not first,
+                    "discarded_unfinished": discarded,
+                },
+            )
+    if device is None:
+        raise NotPermitted("Enter your password to set up your first second factor.")
     return device
 
 
-def mfa_device_confirm(*, actor: Principal, device: TOTPDevice, code: str) -> TOTPDevice:
-    """Activate an enrolled device with a correct code; it replaces the actor's earlier devices."""
+def mfa_device_confirm(
+    *, actor: Principal, device: TOTPDevice, code: str, proved_device: Device | None = None
+) -> TOTPDevice:
+    """Activate an enrolled device with a correct code; it replaces the actor's earlier devices.
+
+    Replacing needs the current factor: ``proved_device`` is the actor's confirmed device (an authenticator
+    app or recovery codes) that the caller's session proved freshly; without it a replacement is refused
+    (recorded as denied) before the code is even looked at.
+    """
     if not isinstance(actor, User):
         raise NotPermitted("Only a signed-in person can confirm a second factor.")
     _ensure_self(actor, device.user)
@@ -109,45 +167,98 @@ def mfa_device_confirm(*, actor: Principal, device: TOTPDevice, code: str) -> TO
         locked = TOTPDevice.objects.select_for_update().filter(pk=device.pk, user=actor).first()
         if locked is None or locked.confirmed:
             raise InvalidState("There is no enrolment waiting for a code. Start again.")
-        accepted, wait = _check_code(locked, code)
-        replaced: list[int] = []
+        current = list(confirmed_devices(actor).exclude(pk=locked.pk).values_list("pk", flat=True))
+        proved = not current or _proves_current_factor(actor, proved_device)
+        accepted, wait = _check_code(locked, code) if proved else (False, 0)
         if accepted:
-            replaced = list(confirmed_devices(actor).exclude(pk=locked.pk).values_list("pk", flat=True))
-            TOTPDevice.objects.filter(pk__in=replaced).delete()
+            TOTPDevice.objects.filter(pk__in=current).delete()
             locked.confirmed = True
             locked.save(update_fields=["confirmed"])
+        if accepted:
+            outcome: dict = {"replaced_device_ids": current, "first_device": not current}
+            # The owner hears of every new second factor, by email, once the change has committed.
+            transaction.on_commit(lambda: send_new_second_factor_notice.delay(actor.pk, bool(current)))
+        elif not proved:
+            outcome = {"reason": "current factor not proved"}
+        else:
+            outcome = {"reason": "throttled" if wait else "wrong code"}
         audit.record(
-            action=Action.MFA_CONFIRMED, actor=actor, target=actor,
-            result=Result.SUCCESS if accepted else (Result.DENIED if wait else Result.FAILURE),
-            parameters={
-                "device_id": locked.pk, "kind": "totp", "replaced_device_ids": replaced,
-                **({} if accepted else {"reason": "throttled" if wait else "wrong code"}),
-            },
+            action=Action.MFA_CONFIRMED,
+            actor=actor,
+            target=actor,
+            result=Result.SUCCESS if accepted else (Result.FAILURE if proved and not wait else Result.DENIED),
+            parameters={"device_id": locked.pk, "kind": "totp", **outcome},
         )
+    if not proved:
+        raise NotPermitted("Replacing your authenticator app needs a fresh code from the current one first.")
     if not accepted:
         _refuse(wait)
     device.confirmed = True
     return locked
 
 
-def mfa_device_verify(*, actor: Principal, code: str, required_for: str = "") -> TOTPDevice:
-    """Check a code against the actor's confirmed device (a step-up); records ``step_up.completed``.
+def _recovery_digest(code: str) -> str:
+    """How a recovery code is stored: a keyed SHA-256 (Django's ``salted_hmac``), in django-otp's 16-character
+    token column.  The database alone does not give the codes back, nor lets them be guessed offline."""
+    return salted_hmac("gatehouse.mfa.recovery_code", code, algorithm="sha256").hexdigest()[:16]
 
-    ``required_for`` names what asked for the step-up (a path or action), for the audit trail.
+
+def _normalise_recovery_code(code: str) -> str:
+    return (code or "").strip().replace(" ", "").replace("-", "").lower()
+
+
+def is_recovery_code(code: str) -> bool:
+    return bool(_RECOVERY_CODE.match(_normalise_recovery_code(code)))
+
+
+def recovery_devices(user: User):
+    return StaticDevice.objects.filter(user=user, confirmed=True).order_by("pk")
+
+
+def recovery_codes_left(user: User) -> int:
+    return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
+
+
+def _check_recovery_code(device: StaticDevice, code: str) -> tuple[bool, int]:
+    """(accepted, seconds to wait); a used code is deleted by django-otp.  The row must be locked."""
+    wait = _retry_after(device)
+    if wait:
+        return False, wait
+    return bool(device.verify_token(_recovery_digest(_normalise_recovery_code(code)))), 0
+
+
+def mfa_device_verify(*, actor: Principal, code: str, required_for: str = "") -> Device:
+    """Check a code against the actor's second factor (a step-up); records ``step_up.completed``.
+
+    A code from the authenticator app, or one of the actor's recovery codes (each works once).  Returns the
+    device that verified, for the session.  ``required_for`` names what asked for the step-up (a path or
+    action), for the audit trail.
     """
     if not isinstance(actor, User):
         raise NotPermitted("Only a signed-in person can verify a second factor.")
     _ensure_self(actor, actor)
     with transaction.atomic():
-        device = confirmed_devices(actor).select_for_update().first()
-        if device is None:
+        totp = confirmed_devices(actor).select_for_update().first()
+        if totp is None:
             raise InvalidState("You have no second factor yet. Set up an authenticator app first.")
-        accepted, wait = _check_code(device, code)
+        recovery = recovery_devices(actor).select_for_update().first() if is_recovery_code(code) else None
+        if recovery is not None:
+            device, kind = recovery, "recovery_code"
+            accepted, wait = _check_recovery_code(recovery, code)
+        else:
+            device, kind = totp, "totp"
+            accepted, wait = _check_code(totp, code)
         audit.record(
-            action=Action.STEP_UP_COMPLETED, actor=actor, target=actor,
+            action=Action.STEP_UP_COMPLETED,
+            actor=actor,
+            target=actor,
             result=Result.SUCCESS if accepted else (Result.DENIED if wait else Result.FAILURE),
             parameters={
-                "device_id": device.pk, "acr": ACR_MFA, "required_for": required_for[:200],
+                "device_id": device.pk,
+                "kind": kind,
+                "acr": ACR_MFA,
+                "required_for": required_for[:200],
+                **({"recovery_codes_left": device.token_set.count()} if kind == "recovery_code" else {}),
                 **({} if accepted else {"reason": "throttled" if wait else "wrong code"}),
             },
         )
@@ -156,9 +267,37 @@ def mfa_device_verify(*, actor: Principal, code: str, required_for: str = "") ->
     return device
 
 
+def mfa_recovery_codes_generate(*, actor: Principal, proved_device: Device | None) -> list[str]:
+    """New recovery codes for the actor (the old ones stop working); returned once, to be shown once.
+
+    Needs a confirmed authenticator app and a second factor the caller's session proved freshly
+    (``proved_device``).  Stored as keyed digests in django-otp's static device; recorded with the count only.
+    """
+    if not isinstance(actor, User):
+        raise NotPermitted("Only a signed-in person can create recovery codes.")
+    _ensure_self(actor, actor)
+    if not confirmed_devices(actor).exists():
+        raise InvalidState("Set up an authenticator app before creating recovery codes.")
+    if not _proves_current_factor(actor, proved_device):
+        raise NotPermitted("Creating recovery codes needs a fresh code from your authenticator app.")
+    codes = [StaticToken.random_token() for _ in range(RECOVERY_CODE_COUNT)]
+    with transaction.atomic():
+        replaced = StaticDevice.objects.filter(user=actor).delete()[1].get("otp_static.StaticToken", 0)
+        device = StaticDevice.objects.create(user=actor, name=RECOVERY_DEVICE_NAME, confirmed=True)
+        StaticToken.objects.bulk_create(StaticToken(device=device, token=_recovery_digest(c)) for c in codes)
+        audit.record(
+            action=Action.MFA_RECOVERY_CODES_GENERATED,
+            actor=actor,
+            target=actor,
+            parameters={"device_id": device.pk, "count": len(codes), "unused_codes_voided": replaced},
+        )
+    return codes
+
+
 def mfa_device_remove(*, actor: Principal, device: TOTPDevice, reason: str = "") -> None:
     """Remove a second factor: by its owner (after a fresh second factor), or by an organization admin
-    resetting a lost one.  Sessions it verified drop back to the password level at once."""
+    resetting a lost one.  Sessions it verified drop back to the password level at once.  Removing the last
+    authenticator app voids the recovery codes too (a reset starts over, with the password)."""
     owner = device.user
     if not (isinstance(actor, User) and actor.pk == owner.pk and actor.is_active):
         ensure_can_manage(actor, owner.organization)
@@ -168,10 +307,21 @@ def mfa_device_remove(*, actor: Principal, device: TOTPDevice, reason: str = "")
             raise InvalidState("That second factor was already removed.")
         device_id, was_confirmed = locked.pk, locked.confirmed
         locked.delete()
+        voided = 0
+        if not confirmed_devices(owner).exists():
+            voided = StaticDevice.objects.filter(user=owner).delete()[1].get("otp_static.StaticToken", 0)
         audit.record(
-            action=Action.MFA_REMOVED, actor=actor, target=owner, on_behalf_of=owner,
-            parameters={"device_id": device_id, "kind": "totp", "was_confirmed": was_confirmed,
-                        "reason": reason[:500]},
+            action=Action.MFA_REMOVED,
+            actor=actor,
+            target=owner,
+            on_behalf_of=owner,
+            parameters={
+                "device_id": device_id,
+                "kind": "totp",
+                "was_confirmed": was_confirmed,
+                "recovery_codes_voided": voided,
+                "reason": reason[:500],
+            },
         )
 
 
@@ -181,8 +331,14 @@ def step_up_require(
     """Record that a page or action demanded a (fresher) second factor the session lacked."""
     with transaction.atomic():
         audit.record(
-            action=Action.STEP_UP_REQUIRED, actor=actor, result=Result.DENIED,
+            action=Action.STEP_UP_REQUIRED,
+            actor=actor,
+            result=Result.DENIED,
             target=actor if isinstance(actor, User) else None,
-            parameters={"required_for": required_for[:200], "acr": acr, "max_age": max_age,
-                        "current_acr": current_acr},
+            parameters={
+                "required_for": required_for[:200],
+                "acr": acr,
+                "max_age": max_age,
+                "current_acr": current_acr,
+            },
         )

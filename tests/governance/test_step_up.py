@@ -26,7 +26,7 @@ from governance import auth_levels
 from governance.auth_levels import ACR_MFA, ACR_PASSWORD, Requirement
 from governance.errors import NotPermitted
 from governance.mfa.guards import StepUpRequiredMixin, ensure_fresh_for_grant, prompt_for, require_step_up
-from governance.models import Grant
+from governance.models import Agent, Grant
 from governance.models.agents import AgentStatus
 from governance.services.mfa import CodeRefused, mfa_device_remove, mfa_device_verify
 from tests.factories import AdminFactory, CapabilityFactory, UserFactory
@@ -214,7 +214,7 @@ def test_enrolment_end_to_end(signed_in, user, caplog):
     assert signed_in.get("/portal/mfa/").status_code == 200
     start = signed_in.get("/portal/mfa/enrol/?next=/portal/")
     assert start.status_code == 200 and b"Set up an authenticator app" in start.content
-    response = signed_in.post("/portal/mfa/enrol/?next=/portal/")
+    response = signed_in.post("/portal/mfa/enrol/?next=/portal/", {"password": PASSWORD})
     assert response.status_code == 302 and response["Location"].startswith("/portal/mfa/enrol/confirm/")
     device = TOTPDevice.objects.get(user=user)
     assert not device.confirmed
@@ -254,9 +254,9 @@ def test_enrolment_end_to_end(signed_in, user, caplog):
 
 
 def test_unfinished_enrolment_is_replaced_and_never_counts(signed_in, user):
-    signed_in.post("/portal/mfa/enrol/")
+    signed_in.post("/portal/mfa/enrol/", {"password": PASSWORD})
     first = TOTPDevice.objects.get(user=user)
-    signed_in.post("/portal/mfa/enrol/")
+    signed_in.post("/portal/mfa/enrol/", {"password": PASSWORD})
     second = TOTPDevice.objects.get(user=user)
     assert first.pk != second.pk and not second.confirmed
     # An unconfirmed device cannot verify a step-up.
@@ -305,7 +305,9 @@ def test_another_users_device_cannot_be_removed(signed_in, user, device, org):
 
 
 def test_verify_ignores_an_offsite_next(signed_in, device):
-    response = signed_in.post("/portal/mfa/verify/", {"code": code_for(device), "next": "https://evil.example/"})
+    response = signed_in.post(
+        "/portal/mfa/verify/", {"code": code_for(device), "next": "https://evil.example/"}
+    )
     assert response.status_code == 302 and response["Location"] == "/portal/mfa/"
 
 
@@ -473,9 +475,19 @@ def admin_client(client, admin):
     return client
 
 
-def test_suspending_an_agent_in_the_admin_needs_a_fresh_second_factor(admin_client, admin, agent):
+@pytest.mark.parametrize(
+    ("action", "done_event", "status", "what"),
+    [
+        ("suspend_selected", Action.AGENT_SUSPENDED, AgentStatus.SUSPENDED, "Suspending agents"),
+        ("retire_selected", Action.AGENT_RETIRED, AgentStatus.RETIRED, "Retiring agents"),
+    ],
+)
+def test_stopping_an_agent_in_the_admin_needs_a_fresh_second_factor(
+    admin_client, admin, agent, action, done_event, status, what
+):
+    """Suspending and retiring (the more destructive one) follow the same rule."""
     changelist = "/admin/governance/agent/"
-    chosen = {"action": "suspend_selected", ACTION_CHECKBOX_NAME: [agent.pk]}
+    chosen = {"action": action, ACTION_CHECKBOX_NAME: [agent.pk]}
     TOTPDevice.objects.create(user=admin, name="Phone", confirmed=True)
 
     for data in (chosen, {**chosen, "post": "yes", "reason": "leaked key"}):
@@ -484,22 +496,36 @@ def test_suspending_an_agent_in_the_admin_needs_a_fresh_second_factor(admin_clie
         assert refused["Location"] == f"/portal/mfa/verify/?next={quote(changelist, safe='')}"
     agent.refresh_from_db()
     assert agent.status == AgentStatus.ACTIVE
-    assert events(Action.AGENT_SUSPENDED) == []
+    assert events(done_event) == []
     demanded = events(Action.STEP_UP_REQUIRED)
     assert len(demanded) == 2 and demanded[0].actor_id == str(admin.pk)
-    assert json.loads(demanded[0].parameters)["required_for"] == "admin: Suspending agents"
+    assert json.loads(demanded[0].parameters)["required_for"] == f"admin: {what}"
 
     pass_step_up(admin_client, admin)
     assert admin_client.post(changelist, chosen).status_code == 200  # the reason page
     done = admin_client.post(changelist, {**chosen, "post": "yes", "reason": "leaked key"})
     assert done.status_code == 302 and done["Location"] == changelist
     agent.refresh_from_db()
-    assert agent.status == AgentStatus.SUSPENDED
+    assert agent.status == status
+
+
+@pytest.mark.parametrize(
+    ("start", "action"),
+    [(AgentStatus.PENDING, "activate_selected"), (AgentStatus.SUSPENDED, "reactivate_selected")],
+)
+def test_putting_an_agent_into_service_needs_no_second_factor(admin_client, agent, start, action):
+    Agent.objects.filter(pk=agent.pk).update(status=start)
+    data = {"action": action, ACTION_CHECKBOX_NAME: [agent.pk], "post": "yes", "reason": "checked"}
+    assert admin_client.post("/admin/governance/agent/", data).status_code == 302
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.ACTIVE
+    assert events(Action.STEP_UP_REQUIRED) == []
 
 
 def test_an_admin_without_a_device_is_sent_to_enrolment(admin_client, agent):
-    refused = admin_client.post("/admin/governance/agent/", {"action": "suspend_selected",
-                                                              ACTION_CHECKBOX_NAME: [agent.pk]})
+    refused = admin_client.post(
+        "/admin/governance/agent/", {"action": "suspend_selected", ACTION_CHECKBOX_NAME: [agent.pk]}
+    )
     assert refused["Location"].startswith("/portal/mfa/enrol/?next=")
     agent.refresh_from_db()
     assert agent.status == AgentStatus.ACTIVE
@@ -508,8 +534,10 @@ def test_an_admin_without_a_device_is_sent_to_enrolment(admin_client, agent):
 def test_an_admin_of_another_organization_is_not_asked_for_anything(client, other_org, agent):
     outsider = AdminFactory(organization=other_org, username="outsider")
     client.force_login(outsider)
-    client.post("/admin/governance/agent/", {"action": "suspend_selected", ACTION_CHECKBOX_NAME: [agent.pk],
-                                             "post": "yes", "reason": "x"})
+    client.post(
+        "/admin/governance/agent/",
+        {"action": "suspend_selected", ACTION_CHECKBOX_NAME: [agent.pk], "post": "yes", "reason": "x"},
+    )
     agent.refresh_from_db()
     assert agent.status == AgentStatus.ACTIVE
     assert not AuditEvent.objects.filter(actor_id=str(outsider.pk)).exists()
