@@ -50,6 +50,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.csp.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -67,6 +68,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "approvals.context.pending_approvals",
+                "governance.portal.context.navigation",
             ],
         },
     },
@@ -133,6 +135,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# The portal's one hand-written stylesheet and its small scripts (no front-end build step).
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.path("STATIC_ROOT", BASE_DIR / "staticfiles", base=BASE_DIR)
 
 LOGIN_URL = "governance:login"
@@ -141,6 +145,10 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "governance.permissions.RolePermissionBackend",
 ]
+
+# The portal dashboard's pending approvals: a dotted path to a selector ``(viewer) -> QuerySet`` of the
+# approval requests waiting for that viewer; empty until the approvals app provides one.
+GATEHOUSE_PENDING_APPROVALS_SELECTOR = ""
 
 # Mail: the console plus a folder the development outbox page reads in the default run; SMTP otherwise.
 EMAIL_BACKEND = env.text(
