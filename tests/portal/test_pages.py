@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from config import csp
-from tests.portal.conftest import XSS, client_for
+from tests.portal.conftest import client_for
 
 ROLES = ("admin", "approver", "member", "auditor")
 
@@ -91,8 +91,13 @@ def test_foreign_objects_answer_404_like_missing_ones(world):
         reverse("portal:agent", args=[999999]),
     ]:
         assert client.get(url).status_code == 404, url
-    assert client.post(reverse("portal:agent_suspend", args=[other_agent.pk]), {"reason": "x"}).status_code == 404
-    assert client.post(reverse("portal:grant_revoke", args=[other_grant.pk]), {"reason": "x"}).status_code == 404
+    assert (
+        client.post(reverse("portal:agent_suspend", args=[other_agent.pk]), {"reason": "x"}).status_code
+        == 404
+    )
+    assert (
+        client.post(reverse("portal:grant_revoke", args=[other_grant.pk]), {"reason": "x"}).status_code == 404
+    )
     other_agent.refresh_from_db()
     other_grant.refresh_from_db()
     assert other_agent.status == "active" and other_grant.revoked_at is None
@@ -130,7 +135,7 @@ def test_the_payload_is_visible_as_text(world):
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in body
 
 
-# --- CSP and no inline script or style -----------------------------------------------------------------------
+# --- CSP and no inline script or style ---------------------------------------------------------------
 
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I)
 INLINE_STYLE = re.compile(r"<style\b|\sstyle\s*=", re.I)
@@ -139,8 +144,13 @@ EVENT_HANDLER = re.compile(r"<[^>]*\son[a-z]+\s*=", re.I)
 
 def _scan(url: str, response) -> None:
     policy = response.get(csp.HEADER, "")
-    for directive in ("script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "form-action 'self'",
-                      "base-uri 'none'"):
+    for directive in (
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+        "base-uri 'none'",
+    ):
         assert directive in policy, (url, directive)
     assert "unsafe-inline" not in policy
     body = response.content.decode()
@@ -172,9 +182,8 @@ def test_error_pages_are_friendly_and_show_no_trace(world):
 
 
 def test_server_error_page_is_friendly(world, settings):
-    from django.views import defaults
-
     from django.test import RequestFactory
+    from django.views import defaults
 
     response = defaults.server_error(RequestFactory().get("/"))
     assert response.status_code == 500
@@ -193,8 +202,11 @@ def test_every_form_refuses_a_post_without_csrf_token(world):
         (admin, reverse("portal:agent_suspend", args=[agent.pk]), {"reason": "stop"}),
         (admin, reverse("portal:agent_reactivate", args=[agent.pk]), {"reason": "go"}),
         (admin, reverse("portal:agent_ceiling", args=[agent.pk]), {"capabilities": [], "save": "1"}),
-        (admin, f"{reverse('portal:grant_new')}?agent={agent.pk}",
-         {"user": world["member"].pk, "capabilities": [world["export"].pk], "expiry": "1d"}),
+        (
+            admin,
+            f"{reverse('portal:grant_new')}?agent={agent.pk}",
+            {"user": world["member"].pk, "capabilities": [world["export"].pk], "expiry": "1d"},
+        ),
         (admin, reverse("portal:grant_revoke", args=[grant.pk]), {"reason": "done"}),
         (member, reverse("portal:my_grant_revoke", args=[grant.pk]), {}),
         (member, reverse("portal:my_agent_revoke", args=[agent.pk]), {}),
