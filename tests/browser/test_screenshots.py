@@ -5,6 +5,7 @@ The demo clinic (examples/clinic.yaml) is applied to the live server's database,
 
 from __future__ import annotations
 
+import io
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ pytestmark = [
 
 @pytest.fixture
 def clinic(transactional_db):
-    call_command("policy", "apply", str(ROOT / "examples" / "clinic.yaml"), stdout=open(os.devnull, "w"))
+    call_command("policy", "apply", str(ROOT / "examples" / "clinic.yaml"), stdout=io.StringIO())
     for username in ("dana", "alice"):
         user = User.objects.get(username=username)
         user.set_password("correct horse battery staple")
@@ -42,25 +43,56 @@ def clinic(transactional_db):
     alice, bob = User.objects.get(username="alice"), User.objects.get(username="bob")
     with transaction.atomic():
         for user in (alice, bob, alice):
-            audit.record(action=Action.DECISION_ALLOWED, actor=voice, agent=voice, on_behalf_of=user,
-                         organization=org, capabilities=["records.read_own"])
-        audit.record(action=Action.DECISION_DENIED, result=Result.DENIED, actor=support, agent=support,
-                     on_behalf_of=bob, organization=org, capabilities=["appointments.cancel"],
-                     parameters={"reason": "approval_required"})
-        audit.record(action=Action.ELEVATION_ATTEMPTED, result=Result.DENIED, actor=voice, agent=voice,
-                     on_behalf_of=alice, organization=org, capabilities=["prescriptions.request"])
+            audit.record(
+                action=Action.DECISION_ALLOWED,
+                actor=voice,
+                agent=voice,
+                on_behalf_of=user,
+                organization=org,
+                capabilities=["records.read_own"],
+            )
+        audit.record(
+            action=Action.DECISION_DENIED,
+            result=Result.DENIED,
+            actor=support,
+            agent=support,
+            on_behalf_of=bob,
+            organization=org,
+            capabilities=["appointments.cancel"],
+            parameters={"reason": "approval_required"},
+        )
+        audit.record(
+            action=Action.ELEVATION_ATTEMPTED,
+            result=Result.DENIED,
+            actor=voice,
+            agent=voice,
+            on_behalf_of=alice,
+            organization=org,
+            capabilities=["prescriptions.request"],
+        )
     now = timezone.now()
     server = voice.ceiling.first().tool_server
     for n, user in enumerate((alice, bob)):
         token = get_access_token_model().objects.create(
-            user=user, application=voice.application, token=f"screenshot-{n}", scope="records.read_own",
+            user=user,
+            application=voice.application,
+            token=f"screenshot-{n}",
+            scope="records.read_own",
             expires=now + timedelta(minutes=4),
         )
         TokenRecord.objects.create(
-            access_token=token, jti=f"3f9c2a7e-{n}1b4-4c1e-9d2a-7b8e0c{n}", audience=server.audience,
-            tool_server=server, agent=voice, user=user, subject=str(user.pk),
-            client_id=voice.application.client_id, capabilities="records.read_own",
-            grant_type="authorization_code", cnf_jkt="jkt" if n else "", issued_at=now,
+            access_token=token,
+            jti=f"3f9c2a7e-{n}1b4-4c1e-9d2a-7b8e0c{n}",
+            audience=server.audience,
+            tool_server=server,
+            agent=voice,
+            user=user,
+            subject=str(user.pk),
+            client_id=voice.application.client_id,
+            capabilities="records.read_own",
+            grant_type="authorization_code",
+            cnf_jkt="jkt" if n else "",
+            issued_at=now,
             expires_at=now + timedelta(minutes=4),
         )
     return {"voice": voice, "support": support}
