@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -233,3 +234,21 @@ def test_the_consent_page_may_post_on_to_the_agents_redirect_uri():
     assert "form-action 'self' https://agent.example.test;" in header
     assert csp._origin("https://user:pw@agent.example.test:8443/cb?x=1") == "https://agent.example.test:8443"
     assert csp._origin("javascript:alert(1)") == ""
+
+
+SLOTS = ("audit", "approvals")
+
+
+def pending_count(request):
+    return {"approvals_pending": 3}
+
+
+def test_audit_search_and_inbox_slots_follow_the_roles(world, settings):
+    settings.ROOT_URLCONF = "tests.portal.urls"
+    templates = copy.deepcopy(settings.TEMPLATES)
+    templates[0]["OPTIONS"]["context_processors"].append("tests.portal.test_pages.pending_count")
+    settings.TEMPLATES = templates
+    pages = {role: client_for(world[role]).get(reverse("governance:home")).content.decode() for role in ROLES}
+    linked = {slot: {r for r, page in pages.items() if f'href="/portal/{slot}/"' in page} for slot in SLOTS}
+    assert linked == {"audit": {"admin", "auditor"}, "approvals": {"admin", "approver"}}
+    assert 'aria-label="3 waiting">3</span>' in pages["approver"]
