@@ -136,3 +136,10 @@ def test_screenshots(page, clinic):
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto("/portal/")
     shoot(page, "my-agents-mobile")
+
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.emulate_media(color_scheme="dark")
+    page.context.clear_cookies()
+    sign_in(page, "dana")
+    page.goto(f"/portal/agents/{voice.pk}/")
+    shoot(page, "agent-dark")
