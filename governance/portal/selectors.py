@@ -98,13 +98,13 @@ def decisions_by_day(viewer: User, *, days: int = 7, now: datetime | None = None
 # --- approvals (the approvals app plugs its selector in) ------------------------------------------------
 
 
-def pending_approvals(viewer: User) -> list:
-    """Approval requests waiting for the viewer: the approvals app's selector, named in
+def pending_approvals(viewer: User, *, limit: int = 20) -> list:
+    """Approval requests waiting for the viewer: the approvals app's selector ``(user, *, at)``, named in
     ``GATEHOUSE_PENDING_APPROVALS_SELECTOR``; none while no such selector is configured."""
     path = getattr(settings, "GATEHOUSE_PENDING_APPROVALS_SELECTOR", "")
     if not path:
         return []
-    return list(import_string(path)(viewer)[:20])
+    return list(import_string(path)(viewer, at=timezone.now())[:limit])
 
 
 # --- agents and grants ---------------------------------------------------------------------------------

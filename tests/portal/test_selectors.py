@@ -65,7 +65,7 @@ def test_pending_approvals_come_from_the_configured_selector(world, settings):
     assert "request for alice" in body
 
 
-def pending_stub(viewer):
+def pending_stub(viewer, *, at):
     return [f"request for {viewer.username}"]
 
 
