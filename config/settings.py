@@ -146,10 +146,6 @@ AUTHENTICATION_BACKENDS = [
     "governance.permissions.RolePermissionBackend",
 ]
 
-# The portal dashboard's pending approvals: a dotted path to a selector ``(viewer, *, at) -> QuerySet`` of
-# the approval requests waiting for that viewer (approvals.selectors.inbox); empty: none shown.
-GATEHOUSE_PENDING_APPROVALS_SELECTOR = ""
-
 # Mail: the console plus a folder the development outbox page reads in the default run; SMTP otherwise.
 EMAIL_BACKEND = env.text(
     "EMAIL_BACKEND",

@@ -9,6 +9,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
+from governance.audit_readers import may_read_audit
 from governance.models import Role
 
 
@@ -24,8 +25,8 @@ def can_administer(user) -> bool:
 
 
 def can_audit(user) -> bool:
-    """Auditors and admins of an organization (and superusers): audit search."""
-    return _in_organization(user, {Role.ADMIN, Role.AUDITOR})
+    """Auditors and admins of an organization (and superusers): audit search (the audit reader's rule)."""
+    return may_read_audit(user)
 
 
 def can_approve(user) -> bool:

@@ -10,12 +10,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
+from approvals import selectors as approvals_selectors
+from approvals.models import ActionRequest
 from audit.actions import Action, Result
 from audit.models import AuditEvent
 from governance import selectors
@@ -95,16 +95,12 @@ def decisions_by_day(viewer: User, *, days: int = 7, now: datetime | None = None
     return series
 
 
-# --- approvals (the approvals app plugs its selector in) ------------------------------------------------
+# --- approvals -----------------------------------------------------------------------------------------
 
 
-def pending_approvals(viewer: User, *, limit: int = 20) -> list:
-    """Approval requests waiting for the viewer: the approvals app's selector ``(user, *, at)``, named in
-    ``GATEHOUSE_PENDING_APPROVALS_SELECTOR``; none while no such selector is configured."""
-    path = getattr(settings, "GATEHOUSE_PENDING_APPROVALS_SELECTOR", "")
-    if not path:
-        return []
-    return list(import_string(path)(viewer, at=timezone.now())[:limit])
+def pending_approvals(viewer: User, *, limit: int = 20) -> list[ActionRequest]:
+    """Approval requests waiting for the viewer's decision (their inbox), soonest to expire first."""
+    return list(approvals_selectors.inbox(viewer, at=timezone.now())[:limit])
 
 
 # --- agents and grants ---------------------------------------------------------------------------------

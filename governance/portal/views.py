@@ -13,6 +13,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from approvals.policy import grant_needs_second_admin
+from approvals.services import grant_request_create
 from governance import auth_levels, selectors, services
 from governance.errors import GovernanceError
 from governance.mfa.guards import is_fresh, step_up_response
@@ -188,23 +190,31 @@ def grant_new(request: HttpRequest) -> HttpResponse:
 
 
 def _grant_each(request: HttpRequest, form: GrantForm, capabilities) -> None:
-    """One service call per capability (each its own transaction); say what happened to each."""
-    user = form.cleaned_data.get("user")
-    expires_at, reason = form.expires_at, form.cleaned_data["reason"]
+    """One service call per capability (each its own transaction); say what happened to each.
+
+    A capability that needs a second admin (approvals.policy) becomes an approval request instead: the
+    grant exists once another admin approves it.
+    """
+    values = {
+        "agent": form.agent,
+        "user": form.cleaned_data.get("user"),
+        "expires_at": form.expires_at,
+        "reason": form.cleaned_data["reason"],
+    }
     for capability in capabilities:
         try:
-            result = services.grant_create(
-                actor=request.user,
-                agent=form.agent,
-                capability=capability,
-                user=user,
-                expires_at=expires_at,
-                reason=reason,
-            )
+            if grant_needs_second_admin(actor=request.user, capability=capability):
+                grant_request_create(actor=request.user, capability=capability, **values)
+                messages.warning(
+                    request,
+                    f"{capability.key} needs a second admin: the request waits for another admin's approval,"
+                    " and the grant exists once they approve.",
+                )
+            else:
+                result = services.grant_create(actor=request.user, capability=capability, **values)
+                messages.success(request, f"Granted: {result}.")
         except GovernanceError as exc:
             messages.error(request, f"{capability.key}: {exc.message}")
-        else:
-            messages.success(request, f"Granted: {result}.")
 
 
 @administer

@@ -9,12 +9,13 @@ from django.urls import reverse
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model
 
+from approvals.services import grant_request_create
 from audit import services as audit
 from audit.actions import Action, Result
 from governance.models import TokenRecord
 from governance.portal import charts
 from governance.portal import selectors as portal
-from tests.factories import GrantFactory
+from tests.factories import AdminFactory, GrantFactory
 from tests.portal.conftest import client_for
 
 
@@ -59,14 +60,17 @@ def test_dashboard_shows_alerts_expiring_grants_and_agents(world):
     assert "Nothing waits for you." in body
 
 
-def test_pending_approvals_come_from_the_configured_selector(world, settings):
-    settings.GATEHOUSE_PENDING_APPROVALS_SELECTOR = "tests.portal.test_selectors.pending_stub"
+def test_pending_approvals_are_the_viewers_inbox(world):
+    second = AdminFactory(organization=world["org"], username="bert")
+    grant_request_create(
+        actor=second, agent=world["agent"], capability=world["export"], user=world["approver"]
+    )
     body = client_for(world["admin"]).get(reverse("portal:dashboard")).content.decode()
-    assert "request for alice" in body
-
-
-def pending_stub(viewer, *, at):
-    return [f"request for {viewer.username}"]
+    assert "records.export</code></a> (grant)" in body and "for arno" in body
+    assert 'aria-label="1 waiting"' in body  # the inbox entry in the navigation, with its count
+    mine = client_for(second).get(reverse("portal:dashboard")).content.decode()
+    assert "Nothing waits for you." in mine  # nobody approves their own request
+    assert portal.pending_approvals(world["other_admin"]) == []
 
 
 def test_blast_radius_is_the_union_over_users_highest_risk_first(world):
