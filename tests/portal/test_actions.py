@@ -9,12 +9,13 @@ from django.urls import reverse
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model
 
+from approvals.models import ActionRequest
 from audit.actions import Action
 from audit.models import AuditEvent
 from governance import services
 from governance.errors import NotPermitted
 from governance.models import Grant
-from tests.factories import AgentFactory, GrantFactory
+from tests.factories import AdminFactory, AgentFactory, GrantFactory
 from tests.governance.step_up_helpers import pass_step_up
 from tests.portal.conftest import client_for
 
@@ -93,8 +94,13 @@ def test_high_risk_grant_needs_a_fresh_second_factor(world):
     assert not open_grants(agent, approver, "records.export").exists()
     assert AuditEvent.objects.filter(action=Action.STEP_UP_REQUIRED).exists()
     pass_step_up(client, world["admin"])
-    assert client.post(grant_url(agent), data).status_code == 302
-    assert open_grants(agent, approver, "records.export").exists()
+    AdminFactory(organization=world["org"], username="bert")  # a second admin to approve
+    response = client.post(grant_url(agent), data, follow=True)
+    assert b"records.export needs a second admin" in response.content
+    # Not granted yet: a request waits for another admin (approvals.policy).
+    assert not open_grants(agent, approver, "records.export").exists()
+    request = ActionRequest.objects.get(kind="grant", capability=world["export"], on_behalf_of=approver)
+    assert request.requested_by == world["admin"] and request.status == "pending"
 
 
 def test_grant_form_refuses_bad_input_without_a_server_error(world):
