@@ -7,7 +7,7 @@ admin.site.site_title = "Gatehouse"
 admin.site.index_title = "Governance"
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("", RedirectView.as_view(pattern_name="governance:home", permanent=False)),
     path("admin/", admin.site.urls),
     path("", include("governance.oauth.urls")),
     path("", include("governance.enforcement.urls")),
@@ -15,4 +15,7 @@ urlpatterns = [
     path("api/approvals/", include("approvals.api.urls")),
     path("portal/", include("governance.urls")),
     path("portal/audit/", include("audit.urls")),  # audit search, event pages, exports, API
+    path("portal/", include("governance.portal.urls")),
 ]
+
+# Friendly error pages (templates/403.html, 404.html, 500.html) are Django's defaults by name.

@@ -3,11 +3,11 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from governance import views
+from governance.portal import views
 
 app_name = "governance"
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", views.my_page, name="home"),  # every person's own page: the agents acting for them
     path(
         "login/",
         auth_views.LoginView.as_view(

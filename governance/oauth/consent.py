@@ -18,6 +18,7 @@ from oauth2_provider.exceptions import OAuthToolkitError
 from oauth2_provider.forms import AllowForm
 from oauth2_provider.models import get_application_model
 
+from config import csp
 from governance import auth_levels
 from governance.errors import GovernanceError
 from governance.mfa.guards import prompt_for
@@ -316,7 +317,8 @@ class ConsentView(AuthorizationView):
         if "approval_prompt" in request.GET:
             request.GET = request.GET.copy()
             request.GET.pop("approval_prompt")
-        return super().get(request, *args, **kwargs)
+        # The consent form ends in a redirect to the agent: the page's CSP form-action must allow it.
+        return csp.allow_form_action(super().get(request, *args, **kwargs), credentials.get("redirect_uri"))
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)

@@ -112,15 +112,28 @@ def grant_renew(*, actor: Principal, grant: Grant, expires_at: datetime | None, 
     return grant
 
 
-def grant_revoke(*, actor: Principal, grant: Grant, reason: str) -> Grant:
-    """Close the grant and revoke the tokens that carry its capability for that user and agent."""
+def _ensure_can_revoke(actor: Principal, grant: Grant) -> None:
+    """Admins revoke their organization's grants; anyone may withdraw a grant that names them."""
+    names_actor = isinstance(actor, User) and grant.user_id is not None and grant.user_id == actor.pk
+    if names_actor and actor.is_active:
+        return
     ensure_can_manage(actor, grant.organization)
+
+
+def grant_revoke(*, actor: Principal, grant: Grant, reason: str) -> Grant:
+    """Close the grant and revoke the tokens that carry its capability for that user and agent.
+
+    Admins of the grant's organization may revoke it, and so may the person the grant names (their own
+    consent withdrawn); nobody else.
+    """
+    _ensure_can_revoke(actor, grant)
     with database_rules(), transaction.atomic():
         locked = (
             Grant.objects.select_for_update(of=("self",))
             .select_related("agent__application", "user", "capability")
             .get(pk=grant.pk)
         )
+        _ensure_can_revoke(actor, locked)  # the row as stored decides, not the caller's copy
         if locked.revoked_at is not None:
             raise InvalidState("The grant is already revoked.")
         locked.revoked_at = timezone.now()

@@ -567,6 +567,12 @@ def _open_grant(c):
     c.grant = Grant.objects.create(organization=c.org, agent=c.agent, capability=c.cap, user=c.member)
 
 
+def _open_grant_of_someone_else(c):
+    """The person a grant names may revoke it (tests/portal); every outsider here is someone else."""
+    other = UserFactory(organization=c.org, username="someone-else")
+    c.grant = Grant.objects.create(organization=c.org, agent=c.agent, capability=c.cap, user=other)
+
+
 # name: (setup or None, the call an outsider attempts)
 ATTEMPTS = {
     "organization_update": (
@@ -621,7 +627,10 @@ ATTEMPTS = {
         _open_grant,
         lambda c, a: services.grant_renew(actor=a, grant=c.grant, expires_at=None, reason="forever"),
     ),
-    "grant_revoke": (_open_grant, lambda c, a: services.grant_revoke(actor=a, grant=c.grant, reason="x")),
+    "grant_revoke": (
+        _open_grant_of_someone_else,
+        lambda c, a: services.grant_revoke(actor=a, grant=c.grant, reason="x"),
+    ),
 }
 
 

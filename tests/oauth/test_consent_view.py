@@ -256,3 +256,15 @@ def test_sign_in_and_out(member):
     assert client.get(reverse("governance:logout")).status_code == 405  # signing out is a POST
     client.post(reverse("governance:logout"))
     assert client.get("/portal/").status_code == 302
+
+
+def test_consent_page_csp_lets_its_form_end_at_the_registered_redirect_uri_only(browser, voice, tool_server):
+    response = browser.get(
+        reverse("oauth:authorize"), authorize_params(voice, tool_server, "records.read_own")
+    )
+    assert response.status_code == 200
+    policy = response["Content-Security-Policy"]
+    assert "form-action 'self' https://agent.example.test;" in policy
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    page = response.content.decode()
+    assert "<style" not in page and " style=" not in page and "<script>" not in page
