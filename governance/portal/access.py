@@ -9,7 +9,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
-from governance.audit_readers import may_read_audit
+from audit.access import may_read
 from governance.models import Role
 
 
@@ -26,7 +26,7 @@ def can_administer(user) -> bool:
 
 def can_audit(user) -> bool:
     """Auditors and admins of an organization (and superusers): audit search (the audit reader's rule)."""
-    return may_read_audit(user)
+    return may_read(user) and (user.is_superuser or user.organization_id is not None)
 
 
 def can_approve(user) -> bool:
