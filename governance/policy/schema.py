@@ -22,6 +22,7 @@ from governance.policy.types import (
     Audience,
     CapabilityKey,
     ClientId,
+    Constraints,
     DailyQuota,
     Description,
     Email,
@@ -29,14 +30,10 @@ from governance.policy.types import (
     JwksUri,
     Lifetime,
     Name,
-    NumberOperand,
-    Parameter,
-    Pattern,
     PersonName,
     RatePerMinute,
     Reason,
     RedirectUri,
-    Scalar,
     Slug,
     Timestamp,
     Username,
@@ -111,23 +108,6 @@ class UserSpec(Scoped):
     attributes: Attributes = Field(default_factory=dict)
 
 
-class ConstraintRule(Entry):
-    """The rules on one parameter of a tool call."""
-
-    equals: Scalar = None
-    in_: Annotated[list[Scalar], Field(min_length=1, max_length=100)] = Field(default=None, alias="in")
-    max: NumberOperand = None
-    min: NumberOperand = None
-    pattern: Pattern = None
-    max_length: Annotated[int, Field(ge=0)] = None
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> ConstraintRule:
-        if not self.model_fields_set:
-            raise refuse("needs at least one rule")
-        return self
-
-
 class CapabilitySpec(Entry):
     key: CapabilityKey
     description: Description = ""
@@ -138,9 +118,7 @@ class CapabilitySpec(Entry):
     max_token_lifetime: Lifetime = 300
     rate_limit_per_minute: RatePerMinute = None
     daily_quota: DailyQuota = None
-    constraints: Annotated[dict[Parameter, ConstraintRule], Field(max_length=32)] = Field(
-        default_factory=dict
-    )
+    constraints: Constraints = Field(default_factory=dict)
     approver_role: Literal[(*Role.values, "")] = Role.APPROVER.value
     on_behalf_of_may_approve: bool = False
     exclude_agent_owner: bool = False
@@ -161,10 +139,7 @@ class CapabilitySpec(Entry):
     def fields(self) -> dict:
         """The capability's fields as the services take them (defaults filled in)."""
         values = {name: getattr(self, name) for name in CAPABILITY_DEFAULTS}
-        values["constraints"] = {
-            parameter: rule.model_dump(by_alias=True, exclude_unset=True)
-            for parameter, rule in self.constraints.items()
-        }
+        values["constraints"] = dict(self.constraints)
         return values
 
 

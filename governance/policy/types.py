@@ -17,6 +17,7 @@ from django.core.validators import validate_email
 from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
 
+from governance.enforcement.constraints import constraint_problems
 from governance.errors import InvalidInput
 from governance.keys import validate_public_jwks
 from governance.models.organizations import attribute_problems
@@ -28,7 +29,6 @@ NAME_LENGTH, TEXT_LENGTH, REASON_LENGTH, URI_LENGTH = 200, 2000, 1000, 500
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.@+_-]{0,149}")
 CAPABILITY_KEY = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
-PARAMETER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 def refuse(reason: str, *, where: str = "") -> PydanticCustomError:
@@ -181,35 +181,14 @@ def _timestamp(value: Any) -> Any:
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
 
 
-def _scalar(value: Any) -> Any:
-    if not isinstance(value, str | int | float | bool) or (isinstance(value, str) and len(value) > 200):
-        raise refuse("must be a string (at most 200 characters), number or boolean")
+def _constraints(value: dict) -> dict:
+    """The constraint language's one rule (``governance.enforcement.constraints``), with its path."""
+    problems = constraint_problems(value)
+    if problems:
+        where, reason = problems[0]
+        raise refuse(reason, where=where)
     return value
 
 
-def _number_operand(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise refuse("must be a number")
-    return value
-
-
-def _pattern(value: str) -> str:
-    if len(value) > 200:
-        raise refuse("must be a regular expression of at most 200 characters")
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise refuse(f"is not a valid regular expression: {exc}") from None
-    return value
-
-
-def _parameter(value: str) -> str:
-    if not PARAMETER.fullmatch(value):
-        raise refuse("is not a usable parameter name")
-    return value
-
-
-Scalar = Annotated[Any, AfterValidator(_scalar)]
-NumberOperand = Annotated[Any, AfterValidator(_number_operand)]
-Pattern = Annotated[str, AfterValidator(_pattern)]
-Parameter = Annotated[str, AfterValidator(_parameter)]
+# Parameter constraints (docs/constraints.md), checked by the rule the capability services apply.
+Constraints = Annotated[dict[str, Any], AfterValidator(_constraints)]
