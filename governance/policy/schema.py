@@ -138,7 +138,9 @@ class CapabilitySpec(Entry):
     @property
     def fields(self) -> dict:
         """The capability's fields as the services take them (defaults filled in)."""
-        return {name: getattr(self, name) for name in CAPABILITY_DEFAULTS}
+        values = {name: getattr(self, name) for name in CAPABILITY_DEFAULTS}
+        values["constraints"] = dict(self.constraints)
+        return values
 
 
 class ToolServerSpec(Scoped):

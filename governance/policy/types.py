@@ -182,7 +182,7 @@ Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
 
 
 def _constraints(value: dict) -> dict:
-    # The constraint language has one validator, the decision API's; the first problem is reported.
+    """The constraint language's one rule (``governance.enforcement.constraints``), with its path."""
     problems = constraint_problems(value)
     if problems:
         where, reason = problems[0]
@@ -190,4 +190,5 @@ def _constraints(value: dict) -> dict:
     return value
 
 
-Constraints = Annotated[dict, AfterValidator(_constraints)]
+# Parameter constraints (docs/constraints.md), checked by the rule the capability services apply.
+Constraints = Annotated[dict[str, Any], AfterValidator(_constraints)]
