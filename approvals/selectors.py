@@ -6,8 +6,8 @@ from datetime import datetime
 
 from django.db.models import Exists, OuterRef, QuerySet
 
-from approvals.models import ActionRequest, ApprovalDecision, RequestStatus
-from governance.models import Agent, User
+from approvals.models import ActionRequest, ApprovalDecision, RequestKind, RequestStatus
+from governance.models import Agent, Role, User
 
 RELATED = ("agent__owner", "on_behalf_of", "requested_by", "capability__tool_server", "grant")
 
@@ -57,14 +57,14 @@ def visible_to(user: User) -> QuerySet[ActionRequest]:
     queryset = ActionRequest.objects.select_related(*RELATED).prefetch_related("decisions__approver")
     if user.is_superuser:
         return queryset
-    if user.role == "admin" and user.is_staff:
+    if user.role == Role.ADMIN and user.is_staff:
         return queryset.filter(organization_id=user.organization_id)
     return queryset.filter(approvers=user, organization_id=user.organization_id).distinct()
 
 
 def of_agent(agent: Agent) -> QuerySet[ActionRequest]:
     """The requests an agent made (what the JSON API lets it read)."""
-    return ActionRequest.objects.filter(agent=agent, kind="action").select_related(*RELATED)
+    return ActionRequest.objects.filter(agent=agent, kind=RequestKind.ACTION).select_related(*RELATED)
 
 
 def pending_count(user: User, *, at: datetime) -> int:

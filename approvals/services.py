@@ -30,7 +30,7 @@ from approvals.models import (
     RequestStatus,
 )
 from audit import services as audit
-from audit.actions import Action, Result
+from audit.actions import Action, ActorType, Result
 from audit.services import SYSTEM, Actor
 from governance.errors import Conflict, InvalidInput, InvalidState, NotPermitted
 from governance.models import Agent, Capability, Grant, User
@@ -88,6 +88,11 @@ def _expiry(capability: Capability, requested_expiry: int | None, now: datetime)
     return now + timedelta(seconds=seconds)
 
 
+def no_grant_message(capability: Capability) -> str:
+    """The refusal for a user without a grant; also for an unknown user, so the two cannot be told apart."""
+    return f"The agent holds no active grant of {capability.key} for this user."
+
+
 def _check_enough(approvers: list[User], required: int) -> None:
     if len(approvers) < required:
         raise InvalidState(
@@ -126,7 +131,7 @@ def action_request_create(
     now = timezone.now()
     expires_at = _expiry(capability, requested_expiry, now)
     if not active_grants(agent=actor, user=on_behalf_of, at=now).filter(capability=capability).exists():
-        raise NotPermitted(f"The agent holds no active grant of {capability.key} for this user.")
+        raise NotPermitted(no_grant_message(capability))
     with database_rules(), transaction.atomic():
         action_request = ActionRequest.objects.create(
             organization_id=actor.organization_id,
@@ -579,7 +584,7 @@ def action_request_refuse(*, actor: Agent | None, why: str) -> None:
     with transaction.atomic():
         audit.record(
             action=Action.APPROVAL_REFUSED,
-            actor=actor if actor is not None else Actor(type="anonymous"),
+            actor=actor if actor is not None else Actor(type=ActorType.ANONYMOUS),
             result=Result.DENIED,
             agent=actor,
             parameters={"why": why[:300]},

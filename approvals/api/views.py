@@ -121,13 +121,16 @@ def _capability(agent: Agent, key: str, resource: str | None) -> Capability:
     return found[0]
 
 
-def _user(agent: Agent, login_hint: str | None) -> User | None:
+def _user(agent: Agent, login_hint: str | None, capability: Capability) -> User | None:
+    """The user named by ``login_hint`` in the agent's organization (None: a background agent's request).
+
+    An unknown name is refused with the same sentence as a user without a grant: nothing is revealed."""
     if login_hint is None:
         return None
-    # Unknown and other-organization users answer like a user without a grant (nothing is revealed).
-    return User.objects.filter(organization_id=agent.organization_id, username=login_hint).first() or User(
-        pk=0, username=login_hint
-    )
+    user = User.objects.filter(organization_id=agent.organization_id, username=login_hint).first()
+    if user is None:
+        raise NotPermitted(services.no_grant_message(capability))
+    return user
 
 
 class ActionRequestCreate(AgentView):
@@ -143,9 +146,7 @@ class ActionRequestCreate(AgentView):
             if isinstance(details, str):
                 details = parse_details(details)
             capability = _capability(agent, data["capability"], data.get("resource"))
-            user = _user(agent, data.get("login_hint"))
-            if user is not None and user.pk == 0:
-                raise NotPermitted(f"The agent holds no active grant of {capability.key} for this user.")
+            user = _user(agent, data.get("login_hint"), capability)
             action_request = services.action_request_create(
                 actor=agent,
                 capability=capability,
