@@ -119,14 +119,18 @@ def test_auditor_searches_by_agent_and_time_then_exports_csv(page, world):
     header, lines = exported[0], exported[1:]
     assert len(lines) == 3
     assert {line[header.index("action")] for line in lines} == {
-        "decision.denied", "elevation.attempted", "decision.allowed",
+        "decision.denied",
+        "elevation.attempted",
+        "decision.allowed",
     }
 
 
 def test_a_second_admin_approves_a_high_risk_grant_from_the_inbox(page, world, settings):
     """A grant of a critical capability filed from the grant page waits; another admin approves it."""
     second = AdminFactory(organization=world["org"], username="bert")
-    grant_request_create(actor=second, agent=world["agent"], capability=world["export"], user=world["approver"])
+    grant_request_create(
+        actor=second, agent=world["agent"], capability=world["export"], user=world["approver"]
+    )
     sign_in(page, "alice")
     inbox = page.get_by_role("link", name=re.compile("^Inbox"))
     expect(inbox).to_contain_text("1")
@@ -142,6 +146,8 @@ def test_a_second_admin_approves_a_high_risk_grant_from_the_inbox(page, world, s
     page.get_by_label(re.compile("^Reason")).fill("covering nights")
     page.get_by_role("button", name="Approve").click()
     expect(page.locator("main")).to_contain_text("approved", ignore_case=True)
-    assert Grant.objects.active().filter(
-        agent=world["agent"], user=world["approver"], capability=world["export"]
-    ).exists()
+    assert (
+        Grant.objects.active()
+        .filter(agent=world["agent"], user=world["approver"], capability=world["export"])
+        .exists()
+    )
