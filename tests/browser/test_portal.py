@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from playwright.sync_api import expect
 
+from approvals.services import grant_request_create
 from governance.models import Grant
 from tests.browser.conftest import sign_in
+from tests.factories import AdminFactory
+from tests.governance.step_up_helpers import code_for
 
 pytestmark = pytest.mark.browser
 
@@ -90,3 +99,55 @@ def test_keyboard_reaches_the_skip_link_first_and_it_shows(page, world):
     expect(skip).to_be_visible()
     page.keyboard.press("Enter")
     assert page.url.endswith("#main")
+
+
+def test_auditor_searches_by_agent_and_time_then_exports_csv(page, world):
+    agent = world["agent"]
+    now = timezone.now()
+    sign_in(page, "audra")
+    page.get_by_role("link", name="Audit search").click()
+    page.get_by_label("Agent").select_option(str(agent.pk))
+    page.get_by_label("From (UTC)").fill((now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"))
+    page.get_by_label("Until (UTC)").fill((now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"))
+    page.get_by_role("button", name="Search").click()
+    rows = page.locator("#audit-results tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.first).to_contain_text('voice <script>alert("x")</script>')
+    with page.expect_download() as download:
+        page.get_by_role("link", name="CSV").click()
+    exported = list(csv.reader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    header, lines = exported[0], exported[1:]
+    assert len(lines) == 3
+    assert {line[header.index("action")] for line in lines} == {
+        "decision.denied",
+        "elevation.attempted",
+        "decision.allowed",
+    }
+
+
+def test_a_second_admin_approves_a_high_risk_grant_from_the_inbox(page, world, settings):
+    """A grant of a critical capability filed from the grant page waits; another admin approves it."""
+    second = AdminFactory(organization=world["org"], username="bert")
+    grant_request_create(
+        actor=second, agent=world["agent"], capability=world["export"], user=world["approver"]
+    )
+    sign_in(page, "alice")
+    inbox = page.get_by_role("link", name=re.compile("^Inbox"))
+    expect(inbox).to_contain_text("1")
+    inbox.click()
+    page.get_by_role("link", name="records.export").click()
+    detail = page.url
+    # Deciding on a high-risk grant needs a fresh second factor: prove it first, then approve.
+    device = TOTPDevice.objects.create(user=world["admin"], name="phone", confirmed=True)
+    page.goto(f"/portal/mfa/verify/?next={detail.removeprefix(page.url.split('/portal/')[0])}")
+    page.get_by_label("Code").fill(code_for(device))
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url(detail)
+    page.get_by_label(re.compile("^Reason")).fill("covering nights")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator("main")).to_contain_text("approved", ignore_case=True)
+    assert (
+        Grant.objects.active()
+        .filter(agent=world["agent"], user=world["approver"], capability=world["export"])
+        .exists()
+    )

@@ -16,9 +16,10 @@ from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model
 
+from approvals.services import grant_request_create
 from audit import services as audit
 from audit.actions import Action, Result
-from governance.models import Agent, Organization, TokenRecord, User
+from governance.models import Agent, Capability, Organization, TokenRecord, User
 from tests.browser.conftest import sign_in
 
 OUT = os.environ.get("GATEHOUSE_SCREENSHOTS", "")
@@ -95,6 +96,17 @@ def clinic(transactional_db):
             issued_at=now,
             expires_at=now + timedelta(minutes=4),
         )
+    # Ravi (an approver) asks for a critical grant: it waits for Dana, the other admin, in her inbox.
+    ravi = User.objects.get(username="ravi")
+    ravi.role, ravi.is_staff = "admin", True
+    ravi.save()
+    grant_request_create(
+        actor=ravi,
+        agent=support,
+        capability=Capability.objects.get(key="prescriptions.request"),
+        user=User.objects.get(username="bob"),
+        reason="repeat prescriptions while on leave",
+    )
     return {"voice": voice, "support": support}
 
 
@@ -123,6 +135,10 @@ def test_screenshots(page, clinic):
     shoot(page, "ceiling-preview")
     page.goto(f"/portal/agents/{voice.pk}/suspend/")
     shoot(page, "suspend")
+    page.goto("/portal/audit/")
+    shoot(page, "audit-search")
+    page.goto("/portal/approvals/")
+    shoot(page, "inbox")
     page.goto("/admin/")
     shoot(page, "admin")
     page.goto("/portal/no-such-page/")
