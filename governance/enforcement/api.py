@@ -38,7 +38,8 @@ class InvalidDecisionRequest(APIException):
 
 
 class DecisionRequestTooLarge(InvalidDecisionRequest):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    """400 as the contract says for any body that is not a decision request; the code names the size."""
+
     default_code = "request_too_large"
 
 
@@ -114,7 +115,7 @@ class DecisionView(APIView):
 
     def parsed(self) -> dict:
         if self.body_error is not None:
-            if self.body_error.status == 413:
+            if self.body_error.too_large:
                 raise DecisionRequestTooLarge(self.body_error.message)
             raise InvalidDecisionRequest(self.body_error.message)
         return self.body

@@ -4,9 +4,10 @@ approval yields.
 * :func:`approval_needed` is the one place that decides "this call waits for approval" (today: the
   capability says so).  The approvals work turns an ``approval_required`` denial into a request.
 * Once approved, the agent receives a token whose ``authorization_details`` (RFC 9396) hold the approved
-  call: ``{"type": "tool_call", "capability": KEY, "tool": TOOL, "parameters": {...}}`` (``tool``
-  optional).  :func:`approved_entry` finds the entry matching this exact call (same capability, same tool
-  when named, parameters equal as JSON values, type-strict), and :func:`consume` lets each entry pass once.
+  call as the approvals app writes it (docs/approvals.md): ``{"type": KEY, <parameter>: <value>, ...}``,
+  ``type`` the capability key and every other member a parameter.  :func:`approved_entry` finds the entry
+  matching this exact call (same capability, the same parameters and no others, equal as JSON values,
+  type-strict), and :func:`consume` lets each entry pass once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from governance.enforcement.limits import LimiterUnavailable, redis_client
 
 log = logging.getLogger(__name__)
 
-AUTHORIZATION_DETAILS_TYPE = "tool_call"
 MAX_ENTRIES = 16
 
 
@@ -39,21 +39,17 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def approved_entry(claims: dict[str, Any], *, capability_key: str, tool: str, parameters: dict) -> int | None:
+def approved_entry(claims: dict[str, Any], *, capability_key: str, parameters: dict) -> int | None:
     """Index of the token's ``authorization_details`` entry that approves exactly this call, or None."""
     details = claims.get("authorization_details")
     if not isinstance(details, list):
         return None
     wanted = _canonical(parameters)
     for index, entry in enumerate(details[:MAX_ENTRIES]):
-        if not isinstance(entry, dict) or entry.get("type") != AUTHORIZATION_DETAILS_TYPE:
+        if not isinstance(entry, dict) or entry.get("type") != capability_key:
             continue
-        if entry.get("capability") != capability_key:
-            continue
-        if "tool" in entry and entry["tool"] != tool:
-            continue
-        approved = entry.get("parameters")
-        if isinstance(approved, dict) and _canonical(approved) == wanted:
+        approved = {name: value for name, value in entry.items() if name != "type"}
+        if _canonical(approved) == wanted:
             return index
     return None
 

@@ -183,7 +183,7 @@ def check_user(call: Call, holder: Holder, tool_server: ToolServer) -> Permitted
     if not approvals.approval_needed(capability, call.parameters):
         return Permitted(capability)
     index = approvals.approved_entry(
-        holder.claims, capability_key=call.capability_key, tool=call.tool, parameters=call.parameters
+        holder.claims, capability_key=call.capability_key, parameters=call.parameters
     )
     if index is None:
         raise Denial("approval_required")

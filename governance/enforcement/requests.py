@@ -28,12 +28,12 @@ _KEY = re.compile(CAPABILITY_KEY_PATTERN)
 
 
 class BadRequest(Exception):
-    """The body is not a decision request; ``message`` is a fixed sentence (status 400 or 413)."""
+    """The body is not a decision request; ``message`` is a fixed sentence."""
 
-    def __init__(self, message: str, *, status: int = 400):
+    def __init__(self, message: str, *, too_large: bool = False):
         super().__init__(message)
         self.message = message
-        self.status = status
+        self.too_large = too_large
 
 
 def _refuse_constant(name: str) -> None:
@@ -72,7 +72,7 @@ def _check_bounds(value: Any) -> None:
 def parse_body(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object within the bounds, or :class:`BadRequest`."""
     if len(raw) > MAX_BODY_BYTES:
-        raise BadRequest(f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.", status=413)
+        raise BadRequest(f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.", too_large=True)
     try:
         text = raw.decode("utf-8")
         value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
