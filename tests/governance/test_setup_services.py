@@ -68,3 +68,13 @@ def test_initial_access_token_label_is_checked_like_a_name(admin, org, label):
     with pytest.raises(InvalidInput):
         services.initial_access_token_create(actor=admin, organization=org, ceiling=[], label=label)
     assert not InitialAccessToken.objects.exists() and not AuditEvent.objects.exists()
+
+
+def test_tool_server_secret_command_refusals(org, tool_server):
+    with pytest.raises(CommandError, match="No such tool server"):
+        call_command("tool_server_secret", "--organization", org.slug, "--name", "Nope", stdout=io.StringIO())
+    with pytest.raises(InvalidState):  # no secret method configured: nothing issued
+        call_command(
+            "tool_server_secret", "--organization", org.slug, "--name", tool_server.name, stdout=io.StringIO()
+        )
+    assert not AuditEvent.objects.exists()
