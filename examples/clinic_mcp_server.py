@@ -34,7 +34,7 @@ from mcp.server import MCPServer  # noqa: E402
 from mcp.server.mcpserver.exceptions import ToolError  # noqa: E402
 
 from gatehouse_toolkit import JWKSCache, ToolServerGuard, ToolServerSettings  # noqa: E402
-from gatehouse_toolkit.asgi import MetadataEndpoint  # noqa: E402
+from gatehouse_toolkit.asgi import MetadataEndpoint, closing_on_shutdown  # noqa: E402
 from gatehouse_toolkit.mcp import GatehouseTokenVerifier, ToolCheck, auth_settings  # noqa: E402
 
 RESOURCE = "https://records.clinic.example/mcp"
@@ -73,6 +73,10 @@ class Credentials:
         self.settings, self.keys, self.path = settings, keys, path
         self._check: ToolCheck | None = None
 
+    async def aclose(self) -> None:
+        if self._check is not None:
+            await self._check.guard.aclose()
+
     def check(self) -> ToolCheck:
         if self._check is None:
             if not self.path.exists():
@@ -88,16 +92,17 @@ class Credentials:
 
 
 def build_app(settings: ToolServerSettings, *, credentials_path: Path = CREDENTIALS):
-    """The ASGI app: the MCP server at /mcp, its protected-resource metadata from the toolkit's settings."""
-    server = build_server(settings, credentials_path=credentials_path)
-    app = server.streamable_http_app(stateless_http=True, json_response=True, host="127.0.0.1")
-    return MetadataEndpoint(app, ToolServerGuard(settings))
-
-
-def build_server(settings: ToolServerSettings, *, credentials_path: Path = CREDENTIALS) -> MCPServer:
+    """The ASGI app: the MCP server at /mcp, its protected-resource metadata from the toolkit's settings;
+    its connections to Gatehouse are closed when the server shuts down."""
     keys = JWKSCache(settings)
     verifier_guard = ToolServerGuard(settings, keys=keys)
     credentials = Credentials(settings, keys, credentials_path)
+    server = build_server(verifier_guard, credentials)
+    app = server.streamable_http_app(stateless_http=True, json_response=True, host="127.0.0.1")
+    return closing_on_shutdown(MetadataEndpoint(app, verifier_guard), verifier_guard, credentials)
+
+
+def build_server(verifier_guard: ToolServerGuard, credentials: Credentials) -> MCPServer:
     mcp = MCPServer(
         "Clinic records",
         instructions="Patient records, appointments and prescription requests of Riverside Clinic.",

@@ -45,6 +45,26 @@ async def send_challenge(send: Send, challenge: Challenge) -> None:
     await _send_json(send, challenge.status, challenge.body(), challenge.headers)
 
 
+def closing_on_shutdown(app: ASGIApp, *guards: Any) -> ASGIApp:
+    """``app``, whose ASGI lifespan shutdown also closes the guards' connections to Gatehouse (anything
+    with an async ``aclose()``: a :class:`ToolServerGuard`, a :class:`DecisionClient`)."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            return await app(scope, receive, send)
+
+        async def receiving() -> dict:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                for guard in guards:
+                    await guard.aclose()
+            return message
+
+        return await app(scope, receiving, send)
+
+    return wrapped
+
+
 class MetadataEndpoint:
     """Serves this tool server's RFC 9728 document in front of ``app`` and passes everything else through.
 

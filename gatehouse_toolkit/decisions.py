@@ -174,6 +174,16 @@ class DecisionClient:
         self._async_http = async_http
         self._timeout = timeout
 
+    def close(self) -> None:
+        """Close the connections kept open to Gatehouse (the sync client's)."""
+        self._http.close()
+
+    async def aclose(self) -> None:
+        """Close the connections kept open to Gatehouse (both clients'); call it from the server's loop."""
+        self._http.close()
+        if self._async_http is not None:
+            await self._async_http.aclose()
+
     def discover(self) -> str:
         """Use the endpoint named by the issuer's ``/.well-known/authzen-configuration`` (its
         ``policy_decision_point`` must be the configured issuer); returns it."""

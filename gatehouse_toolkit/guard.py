@@ -76,6 +76,18 @@ class ToolServerGuard:
             self._decisions = DecisionClient(self.settings)
         return self._decisions
 
+    def close(self) -> None:
+        """Close the HTTP connections the guard keeps open to Gatehouse (JWKS and decisions)."""
+        self.tokens.keys.close()
+        if self._decisions is not None:
+            self._decisions.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, and the async decision client's connections too (from the server's loop)."""
+        self.tokens.keys.close()
+        if self._decisions is not None:
+            await self._decisions.aclose()
+
     def metadata(self) -> dict:
         return protected_resource_metadata(self.settings)
 

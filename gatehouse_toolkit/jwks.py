@@ -127,6 +127,10 @@ class JWKSCache:
             self._jwks_uri = uri
         return self._jwks_uri
 
+    def close(self) -> None:
+        """Close the HTTP connections kept open to the issuer."""
+        self._http.close()
+
     def load(self, document: dict | str) -> None:
         """Hold these keys as if just fetched (tests, or a tool server that ships the JWKS in its config)."""
         if isinstance(document, str):

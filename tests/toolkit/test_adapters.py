@@ -243,3 +243,39 @@ def test_metadata_endpoint_serves_the_toolkits_document_in_front_of_another_app(
     assert document.status_code == 200 and document.json() == guard.metadata()
     assert call(app, "POST", "/.well-known/oauth-protected-resource/mcp").status_code == 405
     assert call(app, "GET", "/mcp").status_code == 418
+
+
+def test_lifespan_shutdown_closes_the_guards_connections(guard, pdp, signed):
+    from gatehouse_toolkit.asgi import closing_on_shutdown
+
+    async def inner(scope, receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    token = signed()
+
+    async def run():
+        caller = guard.authenticate(
+            authorization=f"Bearer {token}", dpop=[], method="POST", url=f"{BASE}/mcp"
+        )
+        assert (await guard.aauthorize(caller, capability="records.read_own")).allowed
+        messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+        sent = []
+
+        async def receive():
+            return next(messages)
+
+        async def send(message):
+            sent.append(message["type"])
+
+        await closing_on_shutdown(inner, guard)({"type": "lifespan"}, receive, send)
+        return sent
+
+    assert anyio.run(run) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert guard.decisions._async_http.is_closed and guard.decisions._http.is_closed
+    assert guard.tokens.keys._http.is_closed

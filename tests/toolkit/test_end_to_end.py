@@ -41,7 +41,17 @@ def load(name: str):
     return module
 
 
-def registered_guard(live, **kwargs) -> ToolServerGuard:
+@pytest.fixture
+def opened():
+    """Guards made by a test, closed after it (their keep-alive connections hold live-server threads, and
+    those threads hold database connections)."""
+    guards: list[ToolServerGuard] = []
+    yield guards
+    for guard in guards:
+        guard.close()
+
+
+def registered_guard(live, opened, **kwargs) -> ToolServerGuard:
     """A guard for the Records tool server holding its own registered key."""
     key = jwk.JWK.generate(kty="EC", crv="P-256", kid="records-e2e")
     records = live.world.records
@@ -54,7 +64,9 @@ def registered_guard(live, **kwargs) -> ToolServerGuard:
     settings = live.settings(
         client_id=records.application.client_id, private_jwk=json.loads(key.export_private()), **kwargs
     )
-    return ToolServerGuard(settings)
+    guard = ToolServerGuard(settings)
+    opened.append(guard)
+    return guard
 
 
 def decide(guard, token, *, capability="records.read_own", parameters=None, scheme="Bearer", dpop_key=None):
@@ -70,8 +82,8 @@ def refusal(*args, **kwargs) -> Refused:
     return caught.value
 
 
-def test_allowed_then_refused_outside_the_grant(live):
-    guard = registered_guard(live)
+def test_allowed_then_refused_outside_the_grant(live, opened):
+    guard = registered_guard(live, opened)
     token = live.token()
     assert decide(guard, token).allowed
     refused = refusal(guard, token, capability="records.write_own")
@@ -81,7 +93,7 @@ def test_allowed_then_refused_outside_the_grant(live):
     assert [e.action for e in events] == ["decision.allowed", "decision.denied"]
 
 
-def test_a_tool_server_with_a_client_secret_authenticates_with_basic(live):
+def test_a_tool_server_with_a_client_secret_authenticates_with_basic(live, opened):
     records = live.world.records
     tool_server_set_credentials(
         actor=SYSTEM, tool_server=records, token_endpoint_auth_method="client_secret_basic"
@@ -95,16 +107,16 @@ def test_a_tool_server_with_a_client_secret_authenticates_with_basic(live):
     assert refusal(wrong, live.token()).decision.reason == "unavailable"
 
 
-def test_a_dpop_bound_token_with_its_proof_is_decided_by_both_halves(live):
-    guard = registered_guard(live)
+def test_a_dpop_bound_token_with_its_proof_is_decided_by_both_halves(live, opened):
+    guard = registered_guard(live, opened)
     key = dpop_client.new_key()
     token = live.token(dpop_key=key)
     assert decide(guard, token, scheme="DPoP", dpop_key=key).allowed
 
 
-def test_the_kill_switch_holds_at_the_next_call_though_the_token_still_verifies_offline(live):
+def test_the_kill_switch_holds_at_the_next_call_though_the_token_still_verifies_offline(live, opened):
     """Offline checks cannot see a revoked grant or a suspended agent; the decision API does, at once."""
-    guard = registered_guard(live)
+    guard = registered_guard(live, opened)
     token = live.token()
     assert decide(guard, token).allowed
     grant = Grant.objects.get(agent=live.agent, capability=live.world.read, revoked_at__isnull=True)
@@ -123,8 +135,8 @@ def test_the_kill_switch_holds_at_the_next_call_though_the_token_still_verifies_
     assert refused.decision.check == "token" and refused.challenge.status == 401
 
 
-def test_a_tool_server_with_the_wrong_key_gets_no_decision_and_the_call_is_refused(live):
-    guard = registered_guard(live)
+def test_a_tool_server_with_the_wrong_key_gets_no_decision_and_the_call_is_refused(live, opened):
+    guard = registered_guard(live, opened)
     impostor = ToolServerGuard(
         live.settings(
             client_id=guard.settings.client_id,
