@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from config import csp
-from tests.portal.conftest import client_for
+from tests.portal.conftest import PASSWORD, client_for
 
 ROLES = ("admin", "approver", "member", "auditor")
 
@@ -284,7 +284,7 @@ def test_admin_pages_and_form_errors_are_inline_free_too(world):
 
 def test_the_enrolment_qr_page_is_inline_free(world):
     member = client_for(world["member"])
-    member.post(reverse("governance:mfa_enrol"))
+    member.post(reverse("governance:mfa_enrol"), {"password": PASSWORD})
     response = member.get(reverse("governance:mfa_confirm"))
     assert response.status_code == 200 and b"<svg" in response.content
     _scan("mfa confirm", response)
