@@ -31,6 +31,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 
 from governance.conf import gatehouse_settings
+from governance.models.capabilities import RiskLevel
 
 ACR_PASSWORD = "urn:gatehouse:acr:pwd"
 ACR_MFA = "urn:gatehouse:acr:mfa"
@@ -172,8 +173,9 @@ def session_claims(request: HttpRequest) -> dict[str, Any]:
     return {"acr": acr, "auth_time": when, "amr": list(AMR[acr])}
 
 
-def meets(*, acr: str | None, auth_time: int | None, required_acr: str, max_age: int | None,
-          at: int | None = None) -> bool:
+def meets(
+    *, acr: str | None, auth_time: int | None, required_acr: str, max_age: int | None, at: int | None = None
+) -> bool:
     """Whether a level reached at ``auth_time`` satisfies a requirement (also for a token's claims)."""
     if rank(required_acr) < 0 or rank(acr) < rank(required_acr):
         return False
@@ -201,7 +203,7 @@ def required_for(capabilities: Iterable[Any]) -> Requirement:
 
 
 # Granting a capability of these risk levels is itself a sensitive portal action (fresh second factor).
-STEP_UP_GRANT_RISK_LEVELS = frozenset({"high", "critical"})
+STEP_UP_GRANT_RISK_LEVELS = RiskLevel.high_risk()
 
 
 def granting_needs_step_up(capability: Any) -> bool:
@@ -259,7 +261,8 @@ def insufficient_user_authentication(
     values = [v for v in (acr_values or []) if v]
     if description is None:
         description = (
-            "A more recent authentication is required" if not values
+            "A more recent authentication is required"
+            if not values
             else "A different authentication level is required"
         )
     params = [

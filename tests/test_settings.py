@@ -16,16 +16,31 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 ROOT = Path(__file__).resolve().parent.parent
 # Variables the settings read; cleared so the developer's shell cannot leak into a case.
 READ_BY_SETTINGS = [
-    "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "GATEHOUSE_ISSUER", "EMAIL_BACKEND", "REDIS_URL",
-    "AUDIT_SIGNING_KEY", "AUDIT_SIGNING_KEY_FILE", "CSRF_TRUSTED_ORIGINS", "SECURE_SSL_REDIRECT",
-    "SECURE_HSTS_SECONDS", "DATABASE_PREPARED_STATEMENTS", "GATEHOUSE_TOKEN_DIRECT_PATH",
+    "DEBUG",
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "DATABASE_URL",
+    "GATEHOUSE_ISSUER",
+    "EMAIL_BACKEND",
+    "REDIS_URL",
+    "AUDIT_SIGNING_KEY",
+    "AUDIT_SIGNING_KEY_FILE",
+    "CSRF_TRUSTED_ORIGINS",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS",
+    "DATABASE_PREPARED_STATEMENTS",
+    "GATEHOUSE_TOKEN_DIRECT_PATH",
 ]
 
 
 def _pem() -> str:
-    return Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
 
 
 @pytest.fixture

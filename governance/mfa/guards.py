@@ -52,7 +52,10 @@ def _demand(request: HttpRequest, max_age: int | None, required_for: str) -> boo
     """Record the demand; return whether the person has a device to verify with."""
     age = auth_levels.step_up_max_age() if max_age is None else max_age
     step_up_require(
-        actor=request.user, required_for=required_for, acr=auth_levels.ACR_MFA, max_age=age,
+        actor=request.user,
+        required_for=required_for,
+        acr=auth_levels.ACR_MFA,
+        max_age=age,
         current_acr=auth_levels.current_acr(request),
     )
     return has_confirmed_device(request.user)
@@ -80,10 +83,13 @@ def step_up_response(request: HttpRequest, *, max_age: int | None = None) -> Htt
     # A refused form post is not replayed: after verifying, the person returns to the page that held the form.
     next_url = _safe_referer(request) or reverse("governance:home")
     return TemplateResponse(
-        request, "governance/mfa/step_up_required.html",
-        {"sentence": REFUSAL if has_device else NO_DEVICE,
-         "action_url": verify_url(next_url) if has_device else enrol_url(next_url),
-         "has_device": has_device},
+        request,
+        "governance/mfa/step_up_required.html",
+        {
+            "sentence": REFUSAL if has_device else NO_DEVICE,
+            "action_url": verify_url(next_url) if has_device else enrol_url(next_url),
+            "has_device": has_device,
+        },
         status=403,
     )
 
@@ -104,7 +110,10 @@ def prompt_for(
     if auth_levels.satisfies(request, acr=requirement.acr, max_age=requirement.max_age):
         return None
     step_up_require(
-        actor=request.user, required_for=request.path, acr=requirement.acr, max_age=requirement.max_age,
+        actor=request.user,
+        required_for=request.path,
+        acr=requirement.acr,
+        max_age=requirement.max_age,
         current_acr=auth_levels.current_acr(request),
     )
     if has_confirmed_device(request.user):

@@ -59,21 +59,30 @@ def qr_svg(device: TOTPDevice) -> str:
     """An inline SVG QR code of the device's otpauth:// URL (dark on white, readable in dark mode too)."""
     code = segno.make(device.config_url, error="m")
     return mark_safe(  # noqa: S308 - segno's own markup; the only data is the URL it encoded
-        code.svg_inline(scale=4, border=4, dark="#000", light="#fff",
-                        title="QR code to add Gatehouse to your authenticator app")
+        code.svg_inline(
+            scale=4,
+            border=4,
+            dark="#000",
+            light="#fff",
+            title="QR code to add Gatehouse to your authenticator app",
+        )
     )
 
 
 @never_cache
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
-    return render(request, "governance/mfa/overview.html", {
-        "devices": confirmed_devices(request.user),
-        "pending": pending_device(request.user),
-        "acr": auth_levels.current_acr(request),
-        "fresh": is_fresh(request),
-        "auth_time": auth_levels.auth_datetime(request),
-    })
+    return render(
+        request,
+        "governance/mfa/overview.html",
+        {
+            "devices": confirmed_devices(request.user),
+            "pending": pending_device(request.user),
+            "acr": auth_levels.current_acr(request),
+            "fresh": is_fresh(request),
+            "auth_time": auth_levels.auth_datetime(request),
+        },
+    )
 
 
 @never_cache
@@ -114,10 +123,19 @@ def confirm(request: HttpRequest) -> HttpResponse:
             auth_levels.record_second_factor(request, device)
             messages.success(request, "Your authenticator app is set up.")
             return redirect(_next(request))
-    return render(request, "governance/mfa/confirm.html", {
-        "qr_svg": qr_svg(device), "manual_key": manual_key(device), "digits": device.digits,
-        "period": device.step, "error": error, "next": _next(request),
-    }, status=status)
+    return render(
+        request,
+        "governance/mfa/confirm.html",
+        {
+            "qr_svg": qr_svg(device),
+            "manual_key": manual_key(device),
+            "digits": device.digits,
+            "period": device.step,
+            "error": error,
+            "next": _next(request),
+        },
+        status=status,
+    )
 
 
 @never_cache
@@ -131,8 +149,9 @@ def verify(request: HttpRequest) -> HttpResponse:
     error, status = "", 200
     if request.method == "POST":
         try:
-            device = mfa_device_verify(actor=request.user, code=request.POST.get("code", ""),
-                                       required_for=next_url)
+            device = mfa_device_verify(
+                actor=request.user, code=request.POST.get("code", ""), required_for=next_url
+            )
         except GovernanceError as exc:
             error, status = exc.message, _error_status(exc)
         else:

@@ -91,10 +91,15 @@ def mfa_device_enrol(*, actor: Principal, name: str = DEFAULT_DEVICE_NAME) -> TO
         discarded = TOTPDevice.objects.filter(user=actor, confirmed=False).delete()[0]
         device = TOTPDevice.objects.create(user=actor, name=name, confirmed=False)
         audit.record(
-            action=Action.MFA_ENROLLED, actor=actor, target=actor,
+            action=Action.MFA_ENROLLED,
+            actor=actor,
+            target=actor,
             parameters={
-                "device_id": device.pk, "name": name, "kind": "totp",
-                "replacing": confirmed_devices(actor).exists(), "discarded_unfinished": discarded,
+                "device_id": device.pk,
+                "name": name,
+                "kind": "totp",
+                "replacing": confirmed_devices(actor).exists(),
+                "discarded_unfinished": discarded,
             },
         )
     return device
@@ -117,10 +122,14 @@ def mfa_device_confirm(*, actor: Principal, device: TOTPDevice, code: str) -> TO
             locked.confirmed = True
             locked.save(update_fields=["confirmed"])
         audit.record(
-            action=Action.MFA_CONFIRMED, actor=actor, target=actor,
+            action=Action.MFA_CONFIRMED,
+            actor=actor,
+            target=actor,
             result=Result.SUCCESS if accepted else (Result.DENIED if wait else Result.FAILURE),
             parameters={
-                "device_id": locked.pk, "kind": "totp", "replaced_device_ids": replaced,
+                "device_id": locked.pk,
+                "kind": "totp",
+                "replaced_device_ids": replaced,
                 **({} if accepted else {"reason": "throttled" if wait else "wrong code"}),
             },
         )
@@ -144,10 +153,14 @@ def mfa_device_verify(*, actor: Principal, code: str, required_for: str = "") ->
             raise InvalidState("You have no second factor yet. Set up an authenticator app first.")
         accepted, wait = _check_code(device, code)
         audit.record(
-            action=Action.STEP_UP_COMPLETED, actor=actor, target=actor,
+            action=Action.STEP_UP_COMPLETED,
+            actor=actor,
+            target=actor,
             result=Result.SUCCESS if accepted else (Result.DENIED if wait else Result.FAILURE),
             parameters={
-                "device_id": device.pk, "acr": ACR_MFA, "required_for": required_for[:200],
+                "device_id": device.pk,
+                "acr": ACR_MFA,
+                "required_for": required_for[:200],
                 **({} if accepted else {"reason": "throttled" if wait else "wrong code"}),
             },
         )
@@ -169,9 +182,16 @@ def mfa_device_remove(*, actor: Principal, device: TOTPDevice, reason: str = "")
         device_id, was_confirmed = locked.pk, locked.confirmed
         locked.delete()
         audit.record(
-            action=Action.MFA_REMOVED, actor=actor, target=owner, on_behalf_of=owner,
-            parameters={"device_id": device_id, "kind": "totp", "was_confirmed": was_confirmed,
-                        "reason": reason[:500]},
+            action=Action.MFA_REMOVED,
+            actor=actor,
+            target=owner,
+            on_behalf_of=owner,
+            parameters={
+                "device_id": device_id,
+                "kind": "totp",
+                "was_confirmed": was_confirmed,
+                "reason": reason[:500],
+            },
         )
 
 
@@ -181,8 +201,14 @@ def step_up_require(
     """Record that a page or action demanded a (fresher) second factor the session lacked."""
     with transaction.atomic():
         audit.record(
-            action=Action.STEP_UP_REQUIRED, actor=actor, result=Result.DENIED,
+            action=Action.STEP_UP_REQUIRED,
+            actor=actor,
+            result=Result.DENIED,
             target=actor if isinstance(actor, User) else None,
-            parameters={"required_for": required_for[:200], "acr": acr, "max_age": max_age,
-                        "current_acr": current_acr},
+            parameters={
+                "required_for": required_for[:200],
+                "acr": acr,
+                "max_age": max_age,
+                "current_acr": current_acr,
+            },
         )

@@ -305,7 +305,9 @@ def test_another_users_device_cannot_be_removed(signed_in, user, device, org):
 
 
 def test_verify_ignores_an_offsite_next(signed_in, device):
-    response = signed_in.post("/portal/mfa/verify/", {"code": code_for(device), "next": "https://evil.example/"})
+    response = signed_in.post(
+        "/portal/mfa/verify/", {"code": code_for(device), "next": "https://evil.example/"}
+    )
     assert response.status_code == 302 and response["Location"] == "/portal/mfa/"
 
 
@@ -498,8 +500,9 @@ def test_suspending_an_agent_in_the_admin_needs_a_fresh_second_factor(admin_clie
 
 
 def test_an_admin_without_a_device_is_sent_to_enrolment(admin_client, agent):
-    refused = admin_client.post("/admin/governance/agent/", {"action": "suspend_selected",
-                                                              ACTION_CHECKBOX_NAME: [agent.pk]})
+    refused = admin_client.post(
+        "/admin/governance/agent/", {"action": "suspend_selected", ACTION_CHECKBOX_NAME: [agent.pk]}
+    )
     assert refused["Location"].startswith("/portal/mfa/enrol/?next=")
     agent.refresh_from_db()
     assert agent.status == AgentStatus.ACTIVE
@@ -508,8 +511,10 @@ def test_an_admin_without_a_device_is_sent_to_enrolment(admin_client, agent):
 def test_an_admin_of_another_organization_is_not_asked_for_anything(client, other_org, agent):
     outsider = AdminFactory(organization=other_org, username="outsider")
     client.force_login(outsider)
-    client.post("/admin/governance/agent/", {"action": "suspend_selected", ACTION_CHECKBOX_NAME: [agent.pk],
-                                             "post": "yes", "reason": "x"})
+    client.post(
+        "/admin/governance/agent/",
+        {"action": "suspend_selected", ACTION_CHECKBOX_NAME: [agent.pk], "post": "yes", "reason": "x"},
+    )
     agent.refresh_from_db()
     assert agent.status == AgentStatus.ACTIVE
     assert not AuditEvent.objects.filter(actor_id=str(outsider.pk)).exists()
