@@ -75,7 +75,6 @@ def create_key(*, alg: str | None = None, activate_at=None) -> SigningKey:
 # publishes a key before it signs and keeps a retired key published for longer than any token it signed
 # lives: a process that learns of a rotation up to this late still signs with a published key.  The
 # rotation service forgets the cached key at once in its own process.
-SIGNING_KEY_CACHE_SECONDS = 5.0
 _cached: tuple[float, SigningKey, jwk.JWK] | None = None
 
 
@@ -152,7 +151,7 @@ def verification_key(kid: str) -> jwk.JWK | None:
     if cached is not None and now < cached[0] and (kid in cached[1] or now < _verifying_reread_at):
         return cached[1].get(kid)
     keys = {key.kid: jwk.JWK(**key.public_jwk) for key in published_keys()}
-    seconds = getattr(settings, "GATEHOUSE_SIGNING_KEY_CACHE_SECONDS", SIGNING_KEY_CACHE_SECONDS)
+    seconds = gatehouse_settings.SIGNING_KEY_CACHE_SECONDS
     if seconds > 0:
         _verifying = (now + seconds, keys)
         _verifying_reread_at = now + 1.0
