@@ -24,8 +24,8 @@ from governance.enforcement import pipeline, requests
 from governance.enforcement.caller import authenticate_caller
 from governance.enforcement.reasons import Denial
 from governance.models import ToolServer
-from governance.oauth import context
-from governance.oauth.events import record_refusal
+from governance.oauth import refusals, state
+from governance.oauth.refusals import RefusalEvent
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +56,28 @@ class ToolServerAuthentication(BaseAuthentication):
     """A registered tool server's credentials (docs/decision-api.md); anything else is refused and audited."""
 
     def authenticate(self, request):
-        trace = context.begin("decision")
+        trace = state.begin("decision")
         try:
             tool_server = authenticate_caller(request._request)
             if tool_server is None:
-                noted = context.trace()
-                record_refusal(
-                    action=Action.DECISION_CALLER_REFUSED,
-                    error="invalid_client",
-                    agent=noted.agent,
-                    tool_server=noted.tool_server,
-                    parameters={
-                        "reason": noted.reason or "not a registered tool server",
-                        "client_id": noted.client_id,
-                    },
+                noted = state.current()
+                refusals.record(
+                    RefusalEvent(
+                        action=Action.DECISION_CALLER_REFUSED,
+                        error="invalid_client",
+                        agent=noted.agent,
+                        tool_server=noted.tool_server,
+                        parameters={
+                            "reason": noted.reason or "not a registered tool server",
+                            "client_id": noted.client_id,
+                        },
+                    )
                 )
                 raise CallerNotAuthenticated()
         except DatabaseError:
             raise _StoreUnavailable() from None
         finally:
-            context.end(trace)
+            state.end(trace)
         return (None, tool_server)
 
     def authenticate_header(self, request):

@@ -23,7 +23,7 @@ from oauthlib.common import Request as OauthlibRequest
 from governance.models import ToolServer
 from governance.oauth.client_auth import ASSERTION_TYPE, MAX_ASSERTION_LENGTH
 from governance.oauth.introspection import authenticate_tool_server
-from governance.oauth.validator import principal_for
+from governance.oauth.principals import principal_for
 
 MAX_ASSERTION_LIFETIME = 300
 

@@ -2,7 +2,7 @@
 
 token ▸ scope ▸ user ▸ rate.  Every rule is the broker's own, called here, never restated:
 signature and format (:func:`governance.oauth.jwt_tokens.verify_access_token`), the stored record and its
-revocation (:func:`governance.oauth.introspection.find_record`), agent state (``Agent.is_active``), DPoP
+revocation (:func:`governance.oauth.tokens.find_record`), agent state (``Agent.is_active``), DPoP
 (:func:`governance.oauth.dpop.verify_proof`), grants (:func:`governance.oauth.scoping.evaluate_for_resource`),
 step-up (:mod:`governance.auth_levels`), constraints (:mod:`governance.enforcement.constraints`), limits
 (:mod:`governance.enforcement.limits`) and approvals (:mod:`governance.enforcement.approvals`).
@@ -20,8 +20,9 @@ from governance.enforcement.reasons import Denial
 from governance.models import Agent, Capability, TokenRecord, ToolServer, User
 from governance.oauth import jwt_tokens
 from governance.oauth.dpop import DPoPError, verify_proof
-from governance.oauth.introspection import find_record
-from governance.oauth.scoping import BrokerRefusal, evaluate_for_resource, evaluate_request
+from governance.oauth.refusals import Refusal
+from governance.oauth.scoping import evaluate_for_resource, evaluate_request
+from governance.oauth.tokens import find_record
 
 
 class Unavailable(Exception):
@@ -153,7 +154,7 @@ def check_user(call: Call, holder: Holder, tool_server: ToolServer) -> Permitted
         _, decision = evaluate_for_resource(
             [tool_server.audience], agent=holder.agent, user=holder.user, requested=[call.capability_key]
         )
-    except BrokerRefusal:  # the tool server is not in the agent's organization: nothing is granted there
+    except Refusal:  # the tool server is not in the agent's organization: nothing is granted there
         decision = None
     if decision is None or not decision.ok:
         inactive = holder.user is not None and not holder.user.is_active

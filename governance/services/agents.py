@@ -162,26 +162,45 @@ def agent_create(
     if client_id is not None:
         check_client_id(client_id)
     agent = Agent(
-        organization=organization, name=name, kind=kind, owner=owner, description=description,
-        jwks=jwks, jwks_uri=jwks_uri, status=status,
+        organization=organization,
+        name=name,
+        kind=kind,
+        owner=owner,
+        description=description,
+        jwks=jwks,
+        jwks_uri=jwks_uri,
+        status=status,
         dpop_bound_tokens_required=dpop_bound_tokens_required,
         token_endpoint_auth_method=token_endpoint_auth_method,
     )
     validate(agent, exclude=["application"])
     with database_rules(), transaction.atomic():
         agent.application = _new_application(
-            name=name, kind=kind, owner=owner, redirect_uris=" ".join(redirect_uris), client_id=client_id,
+            name=name,
+            kind=kind,
+            owner=owner,
+            redirect_uris=" ".join(redirect_uris),
+            client_id=client_id,
             public=token_endpoint_auth_method == TokenEndpointAuthMethod.NONE,
         )
         agent.save()
         agent.ceiling.set(capabilities)
         audit.record(
-            action=Action.AGENT_CREATED, actor=actor, organization=organization, agent=agent, target=agent,
+            action=Action.AGENT_CREATED,
+            actor=actor,
+            organization=organization,
+            agent=agent,
+            target=agent,
             capabilities=[c.key for c in capabilities],
             parameters={
-                "name": name, "kind": kind, "status": status, "owner": owner.username,
-                "client_id": agent.application.client_id, "key_ids": _key_ids(agent.jwks),
-                "jwks_uri": jwks_uri, "redirect_uris": redirect_uris,
+                "name": name,
+                "kind": kind,
+                "status": status,
+                "owner": owner.username,
+                "client_id": agent.application.client_id,
+                "key_ids": _key_ids(agent.jwks),
+                "jwks_uri": jwks_uri,
+                "redirect_uris": redirect_uris,
                 "dpop_bound_tokens_required": dpop_bound_tokens_required,
                 "token_endpoint_auth_method": token_endpoint_auth_method,
             },
@@ -218,7 +237,12 @@ def agent_update(*, actor: Principal, agent: Agent, **changes) -> Agent:
     else:
         client_id = None
     editable = {
-        "name", "description", "owner", "jwks", "jwks_uri", "dpop_bound_tokens_required",
+        "name",
+        "description",
+        "owner",
+        "jwks",
+        "jwks_uri",
+        "dpop_bound_tokens_required",
         "token_endpoint_auth_method",
     }
     fields = [f for f in changes if f in editable]
@@ -288,7 +312,10 @@ def agent_set_ceiling(*, actor: Principal, agent: Agent, capabilities: Iterable[
         agent.ceiling.remove(*removed)
         agent.ceiling.add(*added)
         audit.record(
-            action=Action.AGENT_CEILING_CHANGED, actor=actor, agent=agent, target=agent,
+            action=Action.AGENT_CEILING_CHANGED,
+            actor=actor,
+            agent=agent,
+            target=agent,
             capabilities=[c.key for c in added + removed],
             parameters={"added": sorted(c.key for c in added), "removed": sorted(c.key for c in removed)},
         )
@@ -296,8 +323,15 @@ def agent_set_ceiling(*, actor: Principal, agent: Agent, capabilities: Iterable[
 
 
 def _transition(
-    *, actor: Principal, agent: Agent, action: Action, allowed_from: set[str], to: str, reason: str,
-    revoke_tokens: bool, close_grants: bool = False,
+    *,
+    actor: Principal,
+    agent: Agent,
+    action: Action,
+    allowed_from: set[str],
+    to: str,
+    reason: str,
+    revoke_tokens: bool,
+    close_grants: bool = False,
 ) -> Agent:
     ensure_can_manage(actor, agent.organization)
     # Lock the row: two admins suspending and reactivating at once must not interleave.
@@ -326,31 +360,50 @@ def _transition(
 def agent_activate(*, actor: Principal, agent: Agent, reason: str = "") -> Agent:
     """A pending agent (from dynamic registration) becomes active after an admin looked at it."""
     return _transition(
-        actor=actor, agent=agent, action=Action.AGENT_ACTIVATED, allowed_from={AgentStatus.PENDING},
-        to=AgentStatus.ACTIVE, reason=reason, revoke_tokens=False,
+        actor=actor,
+        agent=agent,
+        action=Action.AGENT_ACTIVATED,
+        allowed_from={AgentStatus.PENDING},
+        to=AgentStatus.ACTIVE,
+        reason=reason,
+        revoke_tokens=False,
     )
 
 
 def agent_suspend(*, actor: Principal, agent: Agent, reason: str) -> Agent:
     """The kill switch: the agent gets nothing more, and every token it holds stops working now."""
     return _transition(
-        actor=actor, agent=agent, action=Action.AGENT_SUSPENDED,
-        allowed_from={AgentStatus.ACTIVE, AgentStatus.PENDING}, to=AgentStatus.SUSPENDED, reason=reason,
+        actor=actor,
+        agent=agent,
+        action=Action.AGENT_SUSPENDED,
+        allowed_from={AgentStatus.ACTIVE, AgentStatus.PENDING},
+        to=AgentStatus.SUSPENDED,
+        reason=reason,
         revoke_tokens=True,
     )
 
 
 def agent_reactivate(*, actor: Principal, agent: Agent, reason: str) -> Agent:
     return _transition(
-        actor=actor, agent=agent, action=Action.AGENT_REACTIVATED, allowed_from={AgentStatus.SUSPENDED},
-        to=AgentStatus.ACTIVE, reason=reason, revoke_tokens=False,
+        actor=actor,
+        agent=agent,
+        action=Action.AGENT_REACTIVATED,
+        allowed_from={AgentStatus.SUSPENDED},
+        to=AgentStatus.ACTIVE,
+        reason=reason,
+        revoke_tokens=False,
     )
 
 
 def agent_retire(*, actor: Principal, agent: Agent, reason: str) -> Agent:
     """Permanent: tokens revoked, open grants closed, no way back."""
     return _transition(
-        actor=actor, agent=agent, action=Action.AGENT_RETIRED,
-        allowed_from={AgentStatus.ACTIVE, AgentStatus.PENDING, AgentStatus.SUSPENDED}, to=AgentStatus.RETIRED,
-        reason=reason, revoke_tokens=True, close_grants=True,
+        actor=actor,
+        agent=agent,
+        action=Action.AGENT_RETIRED,
+        allowed_from={AgentStatus.ACTIVE, AgentStatus.PENDING, AgentStatus.SUSPENDED},
+        to=AgentStatus.RETIRED,
+        reason=reason,
+        revoke_tokens=True,
+        close_grants=True,
     )

@@ -51,8 +51,10 @@ CAPABILITY_APPROVERS = "named_approvers"
 def _check_named_approvers(users, organization_id: int) -> list[User]:
     users = list(users)
     if any(u.organization_id != organization_id or not u.is_active for u in users):
-        raise InvalidInput("Named approvers must be active people of the capability's organization.",
-                           errors={"named_approvers": ["Not a person of this organization."]})
+        raise InvalidInput(
+            "Named approvers must be active people of the capability's organization.",
+            errors={"named_approvers": ["Not a person of this organization."]},
+        )
     return users
 
 
@@ -78,7 +80,10 @@ def tool_server_create(
     with database_rules(), transaction.atomic():
         server.save()
         audit.record(
-            action=Action.TOOL_SERVER_CREATED, actor=actor, organization=organization, target=server,
+            action=Action.TOOL_SERVER_CREATED,
+            actor=actor,
+            organization=organization,
+            target=server,
             parameters={"name": name, "audience": audience},
         )
     return server
@@ -96,7 +101,9 @@ def tool_server_update(*, actor: Principal, tool_server: ToolServer, **changes) 
         with database_rules(), transaction.atomic():
             tool_server.save()
             audit.record(
-                action=Action.TOOL_SERVER_UPDATED, actor=actor, target=tool_server,
+                action=Action.TOOL_SERVER_UPDATED,
+                actor=actor,
+                target=tool_server,
                 parameters={"changes": diff},
             )
     return tool_server
@@ -212,8 +219,11 @@ def tool_server_set_credentials(
         tool_server.save(update_fields=[*fields, "updated_at"])
         diff["client_id"] = [had["client_id"], application.client_id]
         audit.record(
-            action=Action.TOOL_SERVER_CREDENTIALS_SET, actor=actor, organization=tool_server.organization,
-            target=tool_server, parameters={"changes": diff},
+            action=Action.TOOL_SERVER_CREDENTIALS_SET,
+            actor=actor,
+            organization=tool_server.organization,
+            target=tool_server,
+            parameters={"changes": diff},
         )
     return tool_server
 
@@ -235,8 +245,11 @@ def tool_server_issue_secret(*, actor: Principal, tool_server: ToolServer) -> st
         application.client_secret = secret
         application.save(update_fields=["client_secret", "updated"])
         audit.record(
-            action=Action.TOOL_SERVER_SECRET_ISSUED, actor=actor, organization=tool_server.organization,
-            target=tool_server, parameters={"client_id": application.client_id},
+            action=Action.TOOL_SERVER_SECRET_ISSUED,
+            actor=actor,
+            organization=tool_server.organization,
+            target=tool_server,
+            parameters={"client_id": application.client_id},
         )
     return secret
 
@@ -273,8 +286,11 @@ def capability_create(*, actor: Principal, tool_server: ToolServer, key: str, **
             capability.named_approvers.set(approvers)
             fields = {**fields, CAPABILITY_APPROVERS: sorted(u.username for u in approvers)}
         audit.record(
-            action=Action.CAPABILITY_CREATED, actor=actor, organization=tool_server.organization_id,
-            target=capability, capabilities=[key],
+            action=Action.CAPABILITY_CREATED,
+            actor=actor,
+            organization=tool_server.organization_id,
+            target=capability,
+            capabilities=[key],
             parameters={"tool_server": tool_server.audience, **fields},
         )
     return capability
@@ -310,8 +326,11 @@ def capability_update(*, actor: Principal, capability: Capability, **changes) ->
             if approver_diff is not None:
                 capability.named_approvers.set(approvers)
             audit.record(
-                action=Action.CAPABILITY_UPDATED, actor=actor,
+                action=Action.CAPABILITY_UPDATED,
+                actor=actor,
                 organization=capability.tool_server.organization_id,
-                target=capability, capabilities=[capability.key], parameters={"changes": diff},
+                target=capability,
+                capabilities=[capability.key],
+                parameters={"changes": diff},
             )
     return capability
