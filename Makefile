@@ -23,6 +23,7 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 # docs/screenshots/*.png from the demo clinic, in Debian's Chromium (tests/browser/test_screenshots.py).

@@ -65,7 +65,9 @@ def bench_database(name: str) -> Iterator[dict[str, str]]:
     try:
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT, env={**os.environ, **env}, check=True,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            check=True,
         )
         yield env
     finally:

@@ -43,6 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
 PG = "postgres://postgres@127.0.0.1:5432"
+# On a shared machine each user of the bench keeps to its own names: databases are created as
+# "<BENCH_DATABASE_PREFIX>_<peer>_<pid>", the cache is BENCH_REDIS_URL, servers bind in BENCH_PORTS.
+DATABASE_PREFIX = os.environ.get("BENCH_DATABASE_PREFIX", "gh_bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 ISSUER = "https://gatehouse.bench.test"
 AUDIENCE = "https://records.bench.test/mcp"
 SCOPE = "records.read_own"
@@ -67,7 +71,7 @@ def peers() -> list[Peer]:
                 "DEBUG": "0",
                 "SECURE_SSL_REDIRECT": "0",
                 "GATEHOUSE_ISSUER": ISSUER,
-                "REDIS_URL": "redis://127.0.0.1:6379/14",
+                "REDIS_URL": REDIS_URL,
                 "LOG_LEVEL": "WARNING",
             },
         ),
@@ -145,9 +149,17 @@ def inside(command: str) -> None:
 
 # --- outside: databases, servers, load ------------------------------------------------------------------
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port: in ``BENCH_PORTS`` ("18100-18199") when set, else any the system gives."""
+    first, _, last = os.environ.get("BENCH_PORTS", "").partition("-")
+    candidates = range(int(first), int(last) + 1) if first and last else [0]
+    for candidate in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError("no free port in BENCH_PORTS")
 
 
 def admin_sql(statement: str) -> None:
@@ -300,7 +312,7 @@ class Served:
 
 
 def start(peer: Peer, opts) -> Served:
-    database = f"gh_bench_{peer.name.replace('-', '_')}_{os.getpid()}"
+    database = f"{DATABASE_PREFIX}_{peer.name.replace('-', '_')}_{os.getpid()}"
     served = Served(
         peer=peer,
         database=database,

@@ -31,6 +31,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 
 from governance.conf import gatehouse_settings
+from governance.models.capabilities import RiskLevel
 
 ACR_PASSWORD = "urn:gatehouse:acr:pwd"
 ACR_MFA = "urn:gatehouse:acr:mfa"
@@ -202,7 +203,7 @@ def required_for(capabilities: Iterable[Any]) -> Requirement:
 
 
 # Granting a capability of these risk levels is itself a sensitive portal action (fresh second factor).
-STEP_UP_GRANT_RISK_LEVELS = frozenset({"high", "critical"})
+STEP_UP_GRANT_RISK_LEVELS = RiskLevel.high_risk()
 
 
 def granting_needs_step_up(capability: Any) -> bool:

@@ -55,6 +55,11 @@ class RiskLevel(models.TextChoices):
     HIGH = "high", "High"
     CRITICAL = "critical", "Critical"
 
+    @classmethod
+    def high_risk(cls) -> frozenset[str]:
+        """The levels whose grant is an approver's decision and needs a fresh second factor."""
+        return frozenset({cls.HIGH, cls.CRITICAL})
+
 
 class Capability(models.Model):
     """A narrow named permission on one tool server; its key is the OAuth scope string."""

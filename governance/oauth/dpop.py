@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from django.core.cache import caches
 from django.utils.crypto import salted_hmac
 from jwcrypto import jwk, jws
-from jwcrypto.common import base64url_decode, base64url_encode
+from jwcrypto.common import JWSEHeaderRegistry, base64url_decode, base64url_encode
 
 from governance.conf import gatehouse_settings
 
@@ -302,6 +302,19 @@ def _remember_jti(jkt: str, jti: str) -> None:
 # --- verification -------------------------------------------------------------------------------------
 
 
+class _ProofJWS(jws.JWS):
+    """jwcrypto's JWS sharing one header registry between objects: ``jws.JWS()`` deep-copies the registry
+    into every object so that a caller may add headers, and verification only reads it."""
+
+    _registry = JWSEHeaderRegistry(jws.JWSHeaderRegistry)
+
+    def __init__(self):  # jws.JWS.__init__ less the copy
+        self.objects = {"payload": None}
+        self.verifylog = None
+        self._allowed_algs = None
+        self.header_registry = self._registry
+
+
 def verify_proof(
     *,
     headers: list[str],
@@ -330,7 +343,7 @@ def verify_proof(
         raise DPoPError("malformed")
     key = _public_key(header, alg)
 
-    token = jws.JWS()
+    token = _ProofJWS()
     token.allowed_algs = list(DPOP_SIGNING_ALGS)
     try:
         token.deserialize(proof)
@@ -361,4 +374,4 @@ def verify_proof(
     if expected_jkt is not None and not hmac.compare_digest(jkt.encode(), expected_jkt.encode()):
         raise DPoPError("key_mismatch")
     _remember_jti(jkt, jti)
-    return DPoPProof(jkt=jkt, jti=jti, iat=iat, public_jwk=json.loads(key.export_public()))
+    return DPoPProof(jkt=jkt, jti=jti, iat=iat, public_jwk=key.export_public(as_dict=True))

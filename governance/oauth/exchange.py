@@ -28,6 +28,7 @@ from governance.models import Agent, Grant, TokenRecord, ToolServer
 from governance.models.agents import AgentKind
 from governance.oauth import issuance, step_up
 from governance.oauth.exchange_tokens import (
+    ACCESS_TOKEN_TYPE,
     GRANT_TYPE,
     ActiveToken,
     actor_chain,
@@ -42,7 +43,7 @@ from governance.oauth.refusals import Refusal, RefusalEvent
 from governance.oauth.scoping import ScopeDecision, evaluate_request, parse_scope, resolve_audience
 from governance.oauth.state import BrokerRequest
 
-__all__ = ["GRANT_TYPE", "decide"]
+__all__ = ["ACCESS_TOKEN_TYPE", "GRANT_TYPE", "decide"]
 
 
 def decide(
@@ -183,7 +184,6 @@ def _prepare(
         raise refuse_request(
             "invalid_request", "The subject token is not active.", reason="the subject token expires now"
         )
-    decision.lifetime_seconds = lifetime
     client_id = actor.application.client_id
     act = {"sub": client_id}
     if subject.act:
@@ -198,24 +198,20 @@ def _prepare(
     }
     if actor_record is not None:
         audit_parameters["actor_jti"] = actor_record.jti
-    issued = issuance.Issued.starting(
-        now=now,
-        lifetime=lifetime,
+    # The one issuance decision's conclusion; step-up: the subject token's acr/auth_time travel on (an
+    # exchange authenticates nobody) and must still meet the target capabilities, freshness included.
+    return issuance.conclude(
         agent=actor,
         user=subject.user,
-        tool_server=target,
+        server=target,
         decision=decision,
         grant_type=GRANT_TYPE,
+        proof_jkt=cnf_jkt,
+        authentication=step_up.UserAuthentication(acr=subject.acr, auth_time=subject.auth_time),
+        check_age=True,
+        now=now,
+        expires_by=subject.expires_at,
         act=act,
-        cnf_jkt=cnf_jkt,
         action=Action.TOKEN_EXCHANGED,
         audit_parameters=audit_parameters,
     )
-    # Step-up: the subject token's acr/auth_time travel on (an exchange authenticates nobody) and must
-    # still meet the target capabilities, freshness included.
-    step_up.enforce(
-        issued,
-        authentication=step_up.UserAuthentication(acr=subject.acr, auth_time=subject.auth_time),
-        check_age=True,
-    )
-    return issued

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jwcrypto.common import JWException
-
 from governance.conf import TOKEN_EXCHANGE
 from governance.models import Agent, TokenRecord
 from governance.oauth import jwt_tokens, token_dpop, tokens
@@ -91,11 +89,15 @@ def active_token(value: str) -> ActiveToken | None:
     record = tokens.find_record(value)
     if record is None or not tokens.still_valid(record):
         return None
-    try:
-        claims = jwt_tokens.verify(value, audience=record.audience)
-    except (JWException, ValueError, TypeError):
+    try:  # the same verification as the decision API's
+        claims = jwt_tokens.verify_access_token(value)
+    except jwt_tokens.TokenRejected:
         return None
-    if claims.get("jti") != record.jti or claims.get("client_id") != record.client_id:
+    if (
+        claims.get("jti") != record.jti
+        or claims.get("client_id") != record.client_id
+        or claims.get("aud") != record.audience
+    ):
         return None
     return ActiveToken(record=record, claims=claims)
 

@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from django.utils.module_loading import import_string
-from oauth2_provider.models import get_refresh_token_model
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749 import grant_types as oauthlib_grants
 from oauthlib.oauth2.rfc6749.tokens import BearerToken
@@ -29,9 +28,7 @@ from governance.oauth.params import REPEATED, SINGLE_VALUED
 from governance.oauth.principals import agent_for
 from governance.oauth.refusals import Refusal
 from governance.oauth.state import current
-
-# Token exchange's answer says what it issued (RFC 8693 §2.2.1).
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+from governance.services.tokens import refresh_family_revoke
 
 
 class RefusedError(errors.OAuth2Error):
@@ -165,7 +162,11 @@ def check_token(request) -> None:
         )
     except Refusal as refusal:
         if refusal.details.get("lapsed"):
-            get_refresh_token_model().revoke_family(request.refresh_token_instance.token_family)
+            refresh_family_revoke(
+                actor=agent_for(request.client),
+                refresh_token=request.refresh_token_instance,
+                reason="a grant behind this refresh token has lapsed",
+            )
         raise refused(refusal, request) from None
     state.audience = issued.tool_server.audience
     state.issued = issued
@@ -211,7 +212,9 @@ class TokenExchangeGrant(oauthlib_grants.base.GrantTypeBase):
             return headers, exc.json, exc.status_code
         token = token_handler.create_token(request, refresh_token=False)
         token.pop("refresh_token", None)
-        token["issued_token_type"] = ACCESS_TOKEN_TYPE  # token_type (Bearer or DPoP) is the token handler's
+        token["issued_token_type"] = (
+            exchange.ACCESS_TOKEN_TYPE
+        )  # token_type (Bearer or DPoP) is the token handler's
         self.request_validator.save_token(token, request)
         return headers, json.dumps(token), 200
 

@@ -13,13 +13,10 @@ and the direct path call them with what the request carries and turn a :class:`R
 
 from __future__ import annotations
 
-import hashlib
+from datetime import datetime
 
-from django.db import transaction
 from django.utils import timezone
-from oauth2_provider.models import get_access_token_model, get_refresh_token_model, revoke_access_token
 
-from audit import services as audit
 from audit.actions import Action
 from governance import auth_levels
 from governance.conf import gatehouse_settings
@@ -27,7 +24,7 @@ from governance.models import Agent, TokenRecord, ToolServer, User
 from governance.models.agents import AgentKind
 from governance.oauth import jwt_tokens, step_up, token_dpop
 from governance.oauth.issued import Issued
-from governance.oauth.principals import agent_for, principal_for
+from governance.oauth.principals import principal_for
 from governance.oauth.refusals import Refusal, RefusalEvent
 from governance.oauth.scoping import (
     ScopeDecision,
@@ -102,6 +99,8 @@ def decide(
     proof_jkt: str = "",
     authentication: step_up.UserAuthentication | None = None,
     check_age: bool = False,
+    covering: dict | None = None,
+    now: datetime | None = None,
 ) -> Issued:
     """The token endpoint's decision: audience, capabilities, lifetime, key binding and step-up.
 
@@ -109,8 +108,11 @@ def decide(
     credentials); ``requested`` the capability keys; ``resources`` the RFC 8707 resources asked for and
     ``allowed_resources`` those of the original authorization (code, refresh token); ``proof_jkt`` the
     thumbprint of a verified DPoP proof's key; ``authentication`` the person's authentication the grant
-    carries.  Raises :class:`Refusal`; nothing is issued unless every rule holds.
+    carries.  ``covering``: the covering grants (key -> grant) when the caller read them already, as the
+    direct path does in its one statement.  Raises :class:`Refusal`; nothing is issued unless every rule
+    holds.  Every grant type calls it (token exchange through :func:`conclude`, after its narrowing).
     """
+    now = now or timezone.now()
     if grant_type == "client_credentials" and agent.kind != AgentKind.BACKGROUND:
         raise Refusal("unauthorized_client", "Interactive agents act for a user.")
     if allowed_resources is not None:
@@ -122,7 +124,9 @@ def decide(
             )
         resources = resources or allowed_resources
     # Audience and grants: one query when every capability is covered.
-    server, decision = evaluate_for_resource(resources, agent=agent, user=user, requested=requested)
+    server, decision = evaluate_for_resource(
+        resources, agent=agent, user=user, requested=requested, grants=covering, now=now
+    )
     if not decision.ok:
         if grant_type == "refresh_token":
             raise Refusal(
@@ -139,18 +143,59 @@ def decide(
             event=_elevation(agent, user, server, decision, grant_type=grant_type, stage="token"),
             audience=server.audience,
         )
+    return conclude(
+        agent=agent,
+        user=user,
+        server=server,
+        decision=decision,
+        grant_type=grant_type,
+        proof_jkt=proof_jkt,
+        authentication=authentication,
+        check_age=check_age,
+        now=now,
+    )
+
+
+def conclude(
+    *,
+    agent: Agent,
+    user: User | None,
+    server: ToolServer,
+    decision: ScopeDecision,
+    grant_type: str,
+    proof_jkt: str = "",
+    authentication: step_up.UserAuthentication | None = None,
+    check_age: bool = False,
+    now: datetime,
+    expires_by: datetime | None = None,
+    act: dict | None = None,
+    action: Action | None = None,
+    audit_parameters: dict | None = None,
+) -> Issued:
+    """The issuance for a decision whose capabilities are all allowed: lifetime (at most until
+    ``expires_by``), key binding, step-up (``authentication`` must meet the capabilities; ``check_age``:
+    also recently), and what the issue event adds (``action``; ``audit_parameters``, by default the key
+    binding's thumbprint)."""
+    lifetime = decision.lifetime_seconds
+    if expires_by is not None:
+        lifetime = min(lifetime, int((expires_by - now).total_seconds()))
+        decision.lifetime_seconds = lifetime
+    if audit_parameters is None:
+        audit_parameters = {"cnf_jkt": proof_jkt} if proof_jkt else {}
     issued = Issued.starting(
-        now=timezone.now(),
-        lifetime=decision.lifetime_seconds,
+        now=now,
+        lifetime=lifetime,
         agent=agent,
         user=user,
         tool_server=server,
         decision=decision,
         grant_type=grant_type,
         cnf_jkt=proof_jkt,
-        audit_parameters={"cnf_jkt": proof_jkt} if proof_jkt else {},
+        act=act,
+        action=action,
+        audit_parameters=audit_parameters,
     )
-    # Step-up: the code's (or refresh family's) acr/auth_time must meet the capabilities, and travel on.
+    # Step-up: the code's (refresh family's, subject token's) acr/auth_time must meet the capabilities.
     step_up.enforce(
         issued, authentication=authentication or step_up.UserAuthentication(), check_age=check_age
     )
@@ -225,37 +270,3 @@ def issue_event(issued: Issued, *, refresh_token_issued: bool) -> dict:
             **issued.audit_parameters,
         },
     )
-
-
-def revoke(token: str, *, application, token_type_hint: str | None) -> None:
-    """RFC 7009 for the authenticated client only; a refresh token takes its whole family with it."""
-    if application is None or getattr(application, "pk", None) is None or not isinstance(token, str):
-        return
-    checksum = hashlib.sha256(token.encode()).hexdigest()
-    access = get_access_token_model().objects.filter(token_checksum=checksum, application=application)
-    refresh = get_refresh_token_model().objects.filter(token_checksum=checksum, application=application)
-    order = (refresh, access) if token_type_hint == "refresh_token" else (access, refresh)
-    found = next((qs.select_related("user").first() for qs in order if qs.exists()), None)
-    if found is None:
-        return
-    agent = agent_for(application)
-    with transaction.atomic():
-        if isinstance(found, get_access_token_model()):
-            record = TokenRecord.objects.filter(access_token=found).first()
-            parameters = {"token_type": "access_token", "jti": record.jti if record else ""}
-            capabilities = record.capability_keys if record else found.scope.split()
-            revoke_access_token(found)
-        else:
-            parameters = {"token_type": "refresh_token", "token_family": str(found.token_family or "")}
-            capabilities = []
-            get_refresh_token_model().revoke_family(
-                found.token_family
-            ) if found.token_family else found.revoke()
-        audit.record(
-            action=Action.TOKEN_REVOKED,
-            actor=agent,
-            agent=agent,
-            on_behalf_of=found.user,
-            capabilities=capabilities,
-            parameters={**parameters, "audience": " ".join(found.resource or [])},
-        )

@@ -129,25 +129,46 @@ def load_client(client_id: str):
 
 
 # ---- the grants -----------------------------------------------------------------------------------------
+# "An active grant covers this key inside the ceiling", stated once: the tables a covering grant is read
+# from, and the conditions it meets.  Both statements below (the broker's and the direct path's) use them.
+COVERAGE_TABLES = (
+    "governance_grant g"
+    " JOIN governance_capability cap ON cap.id = g.capability_id"
+    " JOIN governance_toolserver server ON server.id = cap.tool_server_id"
+    " JOIN governance_agent_ceiling ceiling ON ceiling.capability_id = cap.id"
+)
+
+
+def coverage_conditions(*, agent: str, organization: str, with_user: bool, keys: int) -> str:
+    """SQL conditions on :data:`COVERAGE_TABLES`: a grant of ``agent`` (an SQL expression: a placeholder
+    or a column) for the user (a placeholder; else a service grant, no user), active at the ``now``
+    placeholder, for one of ``keys`` key placeholders, on the tool server whose audience is the next
+    placeholder in ``organization``, and inside the agent's ceiling.
+
+    Parameters, in order: (agent twice, user when ``with_user``, when a placeholder) now, the keys, audience,
+    (organization, when a placeholder).
+    """
+    user_rule = "g.user_id = %s" if with_user else "g.user_id IS NULL"
+    placeholders = ", ".join(["%s"] * keys)
+    return (
+        # The ceiling: the capability must be one this agent may ever hold.
+        f"ceiling.agent_id = {agent} AND g.agent_id = {agent} AND {user_rule}"
+        # Active (GrantQuerySet.active): not revoked, and open-ended or expiring after now.
+        " AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > %s)"
+        f" AND cap.key IN ({placeholders})"
+        f" AND server.audience = %s AND server.organization_id = {organization}"
+    )
+
+
 @lru_cache(maxsize=2 * 64)
 def _grants_statement(keys: int, with_user: bool) -> tuple[str, list[_Columns]]:
     grant, capability = _Columns(Grant, "g"), _Columns(Capability, "cap")
     server = _Columns(ToolServer, "server")
     # Only column names from the models' metadata and placeholders are formatted in; values are parameters.
-    user_rule = "g.user_id = %s" if with_user else "g.user_id IS NULL"
-    placeholders = ", ".join(["%s"] * keys)
+    conditions = coverage_conditions(agent="%s", organization="%s", with_user=with_user, keys=keys)
     sql = (
         f"SELECT {grant.sql}, {capability.sql}, {server.sql}"  # noqa: S608
-        " FROM governance_grant g"
-        " JOIN governance_capability cap ON cap.id = g.capability_id"
-        " JOIN governance_toolserver server ON server.id = cap.tool_server_id"
-        # The ceiling: the capability must be one this agent may ever hold.
-        " JOIN governance_agent_ceiling ceiling ON ceiling.capability_id = cap.id AND ceiling.agent_id = %s"
-        f" WHERE g.agent_id = %s AND {user_rule}"
-        # Active (GrantQuerySet.active): not revoked, and open-ended or expiring after now.
-        " AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > %s)"
-        f" AND cap.key IN ({placeholders})"
-        " AND server.audience = %s AND server.organization_id = %s"
+        f" FROM {COVERAGE_TABLES} WHERE {conditions}"
         # Grant's default ordering: which grant covers a key never depends on row order.
         " ORDER BY g.created_at DESC"
     )
@@ -321,21 +342,16 @@ def _direct_statement(keys: int) -> tuple[str, list[_Columns]]:
     grant = _Columns(Grant, "g", _GRANT_FIELDS)
     capability = _Columns(Capability, "cap", _CAPABILITY_FIELDS)
     server = _Columns(ToolServer, "server", _SERVER_FIELDS)
-    placeholders = ", ".join(["%s"] * keys)
-    # The grants side is covering_grants_on_audience's statement for a background agent (service grants,
-    # user_id IS NULL), as an outer join: an agent without a covering grant still comes back, alone.
+    # The grants side is the same coverage rule for a background agent (service grants, no user), as an
+    # outer join: an agent without a covering grant still comes back, alone.
+    conditions = coverage_conditions(
+        agent="agent.id", organization="agent.organization_id", with_user=False, keys=keys
+    )
     sql = (
         f"SELECT {app.sql}, {agent.sql}, {grant.sql}, {capability.sql}, {server.sql}"  # noqa: S608
         f" FROM {Application._meta.db_table} app"
         " JOIN governance_agent agent ON agent.application_id = app.id"
-        " LEFT JOIN (governance_grant g"
-        " JOIN governance_capability cap ON cap.id = g.capability_id"
-        " JOIN governance_toolserver server ON server.id = cap.tool_server_id"
-        " JOIN governance_agent_ceiling ceiling ON ceiling.capability_id = cap.id)"
-        " ON ceiling.agent_id = agent.id AND g.agent_id = agent.id AND g.user_id IS NULL"
-        " AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > %s)"
-        f" AND cap.key IN ({placeholders})"
-        " AND server.audience = %s AND server.organization_id = agent.organization_id"
+        f" LEFT JOIN ({COVERAGE_TABLES}) ON {conditions}"
         " WHERE app.client_id = %s"
         " ORDER BY g.created_at DESC"
     )

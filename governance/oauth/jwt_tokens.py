@@ -58,7 +58,7 @@ class AccessTokenClaims:
 
 def sign(claims: AccessTokenClaims) -> str:
     """Compact JWS by jwcrypto's JWSCore: the same bytes as ``jwt.JWT(...).serialize()``, without the
-    per-object header-registry copies of the JWT and JWS classes (about 1 ms a token)."""
+    per-object header-registry copies of the JWT and JWS classes (their cost is in docs/performance.md)."""
     record, key = signing_keys.signing_key()
     header = json.dumps({"typ": "at+jwt", "alg": record.alg, "kid": record.kid}, separators=(",", ":"))
     payload = json.dumps(claims.as_dict(), separators=(",", ":")).encode()

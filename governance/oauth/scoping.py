@@ -43,6 +43,7 @@ class ScopeDecision:
 
 
 def default_lifetime() -> int:
+    """Seconds a token lives when no capability or grant asks for less (``DEFAULT_TOKEN_LIFETIME``)."""
     return int(gatehouse_settings.DEFAULT_TOKEN_LIFETIME.total_seconds())
 
 
@@ -52,30 +53,32 @@ def evaluate_request(
     """Split ``requested`` capability keys into allowed and refused for a token on ``audience``."""
     requested = list(dict.fromkeys(requested))
     now = timezone.now()
-    grants = _covering_grants(agent, user, requested, now, capability__tool_server=audience)
+    grants = covering_grants(agent, user, requested, now, audience=audience.audience)
     return decide(agent=agent, user=user, audience=audience, requested=requested, grants=grants, now=now)
 
 
 def evaluate_for_resource(
-    resources: list[str], *, agent: Agent, user: User | None, requested: list[str]
+    resources: list[str],
+    *,
+    agent: Agent,
+    user: User | None,
+    requested: list[str],
+    grants: dict[str, Grant] | None = None,
+    now=None,
 ) -> tuple[ToolServer, ScopeDecision]:
     """:func:`resolve_audience` then :func:`evaluate_request`, with the same answers and refusals.
 
     When grants cover every requested key, one query finds them and their tool server (the audience is
     unique, and the grants query keeps the organization rule); only otherwise is the tool server looked up
-    on its own, to refuse an unknown audience with ``invalid_target`` before any scope verdict.
+    on its own, to refuse an unknown audience with ``invalid_target`` before any scope verdict.  ``grants``:
+    the covering grants when the caller has read them already (:func:`covering_grants`'s answer, e.g. in
+    the direct path's one statement).
     """
     resource = _one_resource(resources)
     requested = list(dict.fromkeys(requested))
-    now = timezone.now()
-    grants: dict[str, Grant] = {}
-    if _may_hold_grants(agent, user):
-        # The same query as _covering_grants(..., capability__tool_server__audience=resource, ...), as SQL
-        # written once: this runs on every token request (tests/oauth/test_issuance_queries.py).
-        for grant in issuance_queries.covering_grants_on_audience(
-            agent=agent, user=_owner(agent, user), keys=requested, now=now, audience=resource
-        ):
-            grants[grant.capability.key] = grant
+    now = now or timezone.now()
+    if grants is None:
+        grants = covering_grants(agent, user, requested, now, audience=resource)
     if grants and set(requested) <= set(grants):
         server = next(iter(grants.values())).capability.tool_server
     else:
@@ -84,21 +87,22 @@ def evaluate_for_resource(
     return server, decision
 
 
-def _covering_grants(
-    agent: Agent, user: User | None, requested: list[str], now, *, related=("capability",), **audience
+def covering_grants(
+    agent: Agent, user: User | None, requested: list[str], now, *, audience: str
 ) -> dict[str, Grant]:
-    """Active grants of this agent (and user) for the requested keys on the audience, inside the ceiling."""
-    grants: dict[str, Grant] = {}
-    if _may_hold_grants(agent, user):
-        for grant in (
-            Grant.objects.active(at=now)
-            .filter(agent=agent, user=_owner(agent, user), capability__key__in=requested, **audience)
-            # The ceiling is checked in the same query (the database also refuses open grants outside it).
-            .filter(capability__agents_allowed=agent)
-            .select_related(*related)
-        ):
-            grants[grant.capability.key] = grant
-    return grants
+    """key -> the active grant of this agent (and user) covering it on ``audience``, inside the ceiling.
+
+    One query, written once as SQL (:func:`issuance_queries.covering_grants_on_audience`; its ORM
+    equivalent is stated in tests/oauth/test_issuance_queries.py): this runs on every token request.
+    """
+    if not _may_hold_grants(agent, user):
+        return {}
+    return {
+        grant.capability.key: grant
+        for grant in issuance_queries.covering_grants_on_audience(
+            agent=agent, user=_owner(agent, user), keys=requested, now=now, audience=audience
+        )
+    }
 
 
 def _owner(agent: Agent, user: User | None) -> User | None:

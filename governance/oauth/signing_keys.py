@@ -4,9 +4,9 @@ The encryption key is derived from ``SECRET_KEY`` with HKDF-SHA256 and used thro
 HMAC-SHA256), so a database dump alone does not yield a signing key.  Changing ``SECRET_KEY`` makes the
 stored keys unreadable: rotate the signing keys (``manage.py signing_keys rotate --now``) when you do.
 
-Rotation: a new key is published in the JWKS at once and signs only after
-``GATEHOUSE_SIGNING_KEY_PUBLISH_SECONDS`` (so cached JWKS copies learn it first); the previous key signs
-until then and stays published until every token it signed has expired.
+Rotation (the service ``governance.services.signing_keys.signing_key_rotate``): a new key is published in
+the JWKS at once and signs only after ``GATEHOUSE_SIGNING_KEY_PUBLISH_SECONDS`` (so cached JWKS copies learn
+it first); the previous key signs until then and stays published until every token it signed has expired.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import timedelta
 from functools import lru_cache
 
 from cryptography.fernet import Fernet
@@ -25,10 +24,9 @@ from django.db import transaction
 from django.utils import timezone
 from jwcrypto import jwk
 
-from audit import services as audit
-from audit.actions import Action
 from governance.conf import gatehouse_settings
 from governance.models import SigningKey
+from governance.oauth.scoping import default_lifetime
 
 CURVES = {"ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519")}
 
@@ -47,7 +45,7 @@ def _fernet_for(secret_key: str) -> Fernet:
 
 def longest_token_lifetime() -> int:
     """How long a token signed now may live: the broker's default lifetime bounds every token."""
-    return int(gatehouse_settings.DEFAULT_TOKEN_LIFETIME.total_seconds())
+    return default_lifetime()
 
 
 def _new_key_material(alg: str) -> jwk.JWK:
@@ -73,34 +71,10 @@ def create_key(*, alg: str | None = None, activate_at=None) -> SigningKey:
     )
 
 
-def rotate(*, alg: str | None = None, now: bool = False, actor=None) -> SigningKey:
-    """Create the next key; signs after the publish delay (at once with ``now``); retires the others.
-
-    Audited with key ids only: one ``signing_key.rotated`` and one ``signing_key.retired`` per retired key.
-    """
-    at = timezone.now()
-    activate_at = at if now else at + timedelta(seconds=gatehouse_settings.SIGNING_KEY_PUBLISH_SECONDS)
-    with transaction.atomic():
-        new = create_key(alg=alg, activate_at=activate_at)
-        retiring = list(SigningKey.objects.exclude(pk=new.pk).filter(retired_at__isnull=True))
-        SigningKey.objects.exclude(pk=new.pk).filter(retired_at__isnull=True).update(retired_at=activate_at)
-        when = activate_at.isoformat()
-        retired = [key.kid for key in retiring]
-        parameters = {"kid": new.kid, "alg": new.alg, "signs_from": when, "retires": retired}
-        audit.record(action=Action.SIGNING_KEY_ROTATED, actor=actor, target=new, parameters=parameters)
-        for key in retiring:
-            parameters = {"kid": key.kid, "retired_at": when, "replaced_by": new.kid}
-            audit.record(action=Action.SIGNING_KEY_RETIRED, actor=actor, target=key, parameters=parameters)
-        transaction.on_commit(forget_signing_key)
-    forget_signing_key()
-    return new
-
-
 # The signing key is read once per process every few seconds, not once per token.  Safe because rotation
 # publishes a key before it signs and keeps a retired key published for longer than any token it signed
-# lives: a process that learns of a rotation up to this late still signs with a published key.  rotate()
-# forgets the cached key at once in its own process.
-SIGNING_KEY_CACHE_SECONDS = 5.0
+# lives: a process that learns of a rotation up to this late still signs with a published key.  The
+# rotation service forgets the cached key at once in its own process.
 _cached: tuple[float, SigningKey, jwk.JWK] | None = None
 
 

@@ -23,6 +23,7 @@ from governance.oauth.refusals import Refusal, RefusalEvent
 from governance.oauth.scoping import parse_scope
 from governance.oauth.state import current
 from governance.oauth.tokens import checksum
+from governance.services.tokens import token_revoke
 
 SECRET_METHODS = {TokenEndpointAuthMethod.CLIENT_SECRET_BASIC, TokenEndpointAuthMethod.CLIENT_SECRET_POST}
 # DOT's Application names these grant types itself; any other registered one is an extension grant.
@@ -255,7 +256,12 @@ class GatehouseValidator(OAuth2Validator):
         return refresh_token
 
     def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
-        issuance.revoke(token, application=request.client, token_type_hint=token_type_hint)
+        token_revoke(
+            actor=agent_for(request.client),
+            application=request.client,
+            token=token,
+            token_type_hint=token_type_hint,
+        )
 
     # ---- OIDC stays off: a JWT-shaped bearer token is never an ID token ----------------------------------
     def validate_jwt_bearer_token(self, token, scopes, request):

@@ -22,7 +22,7 @@ from governance.models import Agent, Capability, Grant, RiskLevel, User
 from governance.models.agents import AgentKind
 from governance.services._common import integrity
 
-APPROVER_RISK_LEVELS = {RiskLevel.HIGH, RiskLevel.CRITICAL}
+APPROVER_RISK_LEVELS = RiskLevel.high_risk()
 
 
 def consent_lifetime() -> timedelta:

@@ -68,12 +68,20 @@ def grant_create(
             existing.save(update_fields=["revoked_at", "revoke_reason"])
             superseded = existing.pk
         grant = Grant.objects.create(
-            organization_id=agent.organization_id, agent=agent, capability=capability, user=user,
-            expires_at=expires_at, reason=reason,
+            organization_id=agent.organization_id,
+            agent=agent,
+            capability=capability,
+            user=user,
+            expires_at=expires_at,
+            reason=reason,
             granted_by=actor if isinstance(actor, User) else None,
         )
         audit.record(
-            action=Action.GRANT_CREATED, actor=actor, agent=agent, on_behalf_of=user, target=grant,
+            action=Action.GRANT_CREATED,
+            actor=actor,
+            agent=agent,
+            on_behalf_of=user,
+            target=grant,
             capabilities=[capability.key],
             parameters={"expires_at": expires_at, "reason": reason, "superseded_grant": superseded},
         )
@@ -104,8 +112,12 @@ def grant_renew(*, actor: Principal, grant: Grant, expires_at: datetime | None, 
         locked.expires_at = expires_at
         locked.save(update_fields=["expires_at"])
         audit.record(
-            action=Action.GRANT_RENEWED, actor=actor, agent=locked.agent, on_behalf_of=locked.user,
-            target=locked, capabilities=[locked.capability.key],
+            action=Action.GRANT_RENEWED,
+            actor=actor,
+            agent=locked.agent,
+            on_behalf_of=locked.user,
+            target=locked,
+            capabilities=[locked.capability.key],
             parameters={"from": previous, "to": expires_at, "reason": reason},
         )
     grant.expires_at = expires_at
@@ -144,8 +156,12 @@ def grant_revoke(*, actor: Principal, grant: Grant, reason: str) -> Grant:
             locked.agent.application, user=locked.user, capability_key=locked.capability.key
         )
         audit.record(
-            action=Action.GRANT_REVOKED, actor=actor, agent=locked.agent, on_behalf_of=locked.user,
-            target=locked, capabilities=[locked.capability.key],
+            action=Action.GRANT_REVOKED,
+            actor=actor,
+            agent=locked.agent,
+            on_behalf_of=locked.user,
+            target=locked,
+            capabilities=[locked.capability.key],
             parameters={"reason": reason, "revoked": revoked},
         )
     grant.revoked_at, grant.revoked_by, grant.revoke_reason = locked.revoked_at, locked.revoked_by, reason

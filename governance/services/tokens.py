@@ -1,10 +1,21 @@
-"""Revocation of django-oauth-toolkit's tokens when governance state changes."""
+"""Revocation of django-oauth-toolkit's tokens: when governance state changes, and at a client's request."""
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_grant_model,
+    get_refresh_token_model,
+    revoke_access_token,
+)
+
+from audit import services as audit
+from audit.actions import Action
+from governance.models import Agent, TokenRecord
+from governance.oauth.tokens import checksum
 
 
 def revoke_application_tokens(application, *, user=None, capability_key: str | None = None) -> dict[str, int]:
@@ -40,8 +51,10 @@ def revoke_application_tokens(application, *, user=None, capability_key: str | N
 
 def revoke_user_tokens(user) -> dict[str, int]:
     """Revoke every live token and authorization code minted for ``user``, whichever client holds it."""
-    refreshed = get_refresh_token_model().objects.filter(user=user, revoked__isnull=True).update(
-        revoked=timezone.now()
+    refreshed = (
+        get_refresh_token_model()
+        .objects.filter(user=user, revoked__isnull=True)
+        .update(revoked=timezone.now())
     )
     _, deleted_access = get_access_token_model().objects.filter(user=user).delete()
     _, deleted_codes = get_grant_model().objects.filter(user=user).delete()
@@ -50,3 +63,66 @@ def revoke_user_tokens(user) -> dict[str, int]:
         "refresh": refreshed,
         "codes": sum(deleted_codes.values()),
     }
+
+
+def token_revoke(*, actor: Agent | None, application, token: str, token_type_hint: str | None = None) -> bool:
+    """RFC 7009 for the client that holds ``token`` (``application``, authenticated by the caller).
+
+    An access token is deleted (introspection answers inactive at once); a refresh token takes its whole
+    family with it.  One transaction, one ``token.revoked`` event (identifiers only, never the value).
+    Returns False, writing nothing, for a token this client does not hold (the endpoint answers 200 anyway).
+    """
+    if application is None or getattr(application, "pk", None) is None or not isinstance(token, str):
+        return False
+    digest = checksum(token)
+    access = get_access_token_model().objects.filter(token_checksum=digest, application=application)
+    refresh = get_refresh_token_model().objects.filter(token_checksum=digest, application=application)
+    order = (refresh, access) if token_type_hint == "refresh_token" else (access, refresh)
+    found = next((qs.select_related("user").first() for qs in order if qs.exists()), None)
+    if found is None:
+        return False
+    with transaction.atomic():
+        if isinstance(found, get_access_token_model()):
+            record = TokenRecord.objects.filter(access_token=found).first()
+            parameters = {"token_type": "access_token", "jti": record.jti if record else ""}
+            capabilities = record.capability_keys if record else found.scope.split()
+            revoke_access_token(found)
+        else:
+            parameters = {"token_type": "refresh_token", "token_family": str(found.token_family or "")}
+            capabilities = []
+            _revoke_family(found)
+        audit.record(
+            action=Action.TOKEN_REVOKED,
+            actor=actor,
+            agent=actor,
+            on_behalf_of=found.user,
+            capabilities=capabilities,
+            parameters={**parameters, "audience": " ".join(found.resource or [])},
+        )
+    return True
+
+
+def refresh_family_revoke(*, actor: Agent | None, refresh_token, reason: str) -> None:
+    """Revoke the whole family of ``refresh_token`` (its refresh tokens and their access tokens), e.g. when a
+    grant behind it has lapsed.  One transaction, one ``token.revoked`` event naming the family and why."""
+    with transaction.atomic():
+        _revoke_family(refresh_token)
+        audit.record(
+            action=Action.TOKEN_REVOKED,
+            actor=actor,
+            agent=actor,
+            on_behalf_of=refresh_token.user,
+            parameters={
+                "token_type": "refresh_token",
+                "token_family": str(refresh_token.token_family or ""),
+                "audience": " ".join(refresh_token.resource or []),
+                "reason": reason,
+            },
+        )
+
+
+def _revoke_family(refresh_token) -> None:
+    if refresh_token.token_family:
+        get_refresh_token_model().revoke_family(refresh_token.token_family)
+    else:
+        refresh_token.revoke()

@@ -5,11 +5,16 @@ import io
 import pytest
 from django.core.management import call_command
 
+from audit.actions import ActorType
 from audit.models import AuditEvent
+from audit.services import Actor
 from audit.verify import verify_chain
 from governance.errors import InvalidInput
 from governance.models import SigningKey
 from governance.oauth import signing_keys
+from governance.services.signing_keys import signing_key_rotate
+
+SYSTEM = Actor(type=ActorType.SYSTEM, label="test")
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +44,7 @@ def test_rotation_records_the_new_key_and_each_retired_key():
 
 
 def test_rotation_with_nothing_to_retire_records_only_the_rotation():
-    signing_keys.rotate(now=True)
+    signing_key_rotate(actor=SYSTEM, now=True)
     assert list(AuditEvent.objects.values_list("action", flat=True)) == ["signing_key.rotated"]
     assert AuditEvent.objects.get().parameters_dict["retires"] == []
 

@@ -257,7 +257,9 @@ def _(w):
 @case("ceiling: another organization's capability")
 def _(w):
     return (
-        lambda: w.agent.ceiling.add(w.other_cap), lambda: w.agent.ceiling.add(w.cap2), "ceiling cannot hold"
+        lambda: w.agent.ceiling.add(w.other_cap),
+        lambda: w.agent.ceiling.add(w.cap2),
+        "ceiling cannot hold",
     )
 
 
@@ -276,7 +278,9 @@ def _(w):
     grant(w)
     spare = AgentFactory(organization=w.org, owner=w.agent.owner)
     return (
-        lambda: move(w.agent, kind="background"), lambda: move(spare, kind="background"), "cannot change kind"
+        lambda: move(w.agent, kind="background"),
+        lambda: move(spare, kind="background"),
+        "cannot change kind",
     )
 
 
@@ -306,7 +310,9 @@ def _(w):
     grant(w)
     spare = UserFactory(organization=w.org)
     return (
-        lambda: move(w.member, organization=w.other), lambda: move(spare, organization=w.other), "open grants"
+        lambda: move(w.member, organization=w.other),
+        lambda: move(spare, organization=w.other),
+        "open grants",
     )
 
 
@@ -342,8 +348,14 @@ def _(w):
 
 
 BAD_KEYS = [
-    "Records.read", "records", "records.read\n", "records..read", "records.read-own", "records.read own",
-    ".records.read", "records.read.",
+    "Records.read",
+    "records",
+    "records.read\n",
+    "records..read",
+    "records.read-own",
+    "records.read own",
+    ".records.read",
+    "records.read.",
 ]
 
 
@@ -411,11 +423,15 @@ def test_flush_empties_tables_with_open_grants_and_keeps_the_triggers(w):
 
 # PostgreSQL: two transactions racing must not together commit what each alone could not.
 
+
 def _raw_connection():
     settings = connection.settings_dict
     return psycopg.connect(
-        host=settings["HOST"] or "127.0.0.1", port=settings["PORT"] or 5432, user=settings["USER"],
-        dbname=settings["NAME"], autocommit=False,
+        host=settings["HOST"] or "127.0.0.1",
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        dbname=settings["NAME"],
+        autocommit=False,
     )
 
 

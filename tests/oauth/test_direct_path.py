@@ -23,7 +23,7 @@ from governance.models import TokenRecord
 from governance.oauth import direct as direct_path
 from governance.oauth import jwt_tokens
 from tests.factories import CapabilityFactory
-from tests.oauth import helpers
+from tests.oauth import dpop_client, helpers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,6 +43,7 @@ def post(
     path="/oauth/token/",
     assertion=None,
     extra=None,
+    headers=None,
     **assertion_kwargs,
 ):
     settings.GATEHOUSE_TOKEN_DIRECT_PATH = direct
@@ -57,7 +58,7 @@ def post(
         )
     data.update({"client_assertion_type": helpers.ASSERTION_TYPE, "client_assertion": assertion})
     pairs = list(data.items()) + list(extra or [])
-    return client.post(path, data=urlencode(pairs), content_type=FORM)
+    return client.post(path, data=urlencode(pairs), content_type=FORM, headers=headers)
 
 
 def last_seq() -> int:
@@ -92,7 +93,9 @@ def outcome(response, seq: int) -> dict:
     body = response.json()
     result = {
         "status": response.status_code,
-        "headers": {name: response.get(name) for name in ("Content-Type", "Cache-Control", "Pragma")},
+        "headers": {
+            name: response.get(name) for name in ("Content-Type", "Cache-Control", "Pragma", "DPoP-Nonce")
+        },
         "expires_header": response.has_header("Expires"),  # never_cache's; its value is the current second
         "members": list(body),
         "error": body.get("error"),
@@ -463,3 +466,108 @@ def test_a_capability_of_another_tool_server_with_the_same_key_is_not_mixed_in(c
     direct, general = both_ways(client, settings, agent, key, resource=world.records.audience)
     assert direct["status"] == 200 and direct == general
     assert direct["lifetime"] == 300 and direct["claims"]["aud"] == world.records.audience
+
+
+# ---- DPoP-bound client credentials: the direct path binds the token as DOT's path does -------------------
+def _proof(settings, key):
+    return dpop_client.make_proof("POST", settings.GATEHOUSE_ISSUER + "/oauth/token/", key)
+
+
+def test_a_dpop_bound_token_is_stored_and_answered_the_same_both_ways(
+    client, settings, world, stored_directly
+):
+    agent, key = world.background_agent()
+    helpers.grant(agent, world.read)
+    proof_key = dpop_client.new_key()
+    seq = last_seq()
+    kwargs = {"resource": world.records.audience}
+    direct = outcome(
+        post(
+            client, settings, agent, key, direct=True, headers={"DPoP": _proof(settings, proof_key)}, **kwargs
+        ),
+        seq,
+    )
+    seq = last_seq()
+    general = outcome(
+        post(
+            client,
+            settings,
+            agent,
+            key,
+            direct=False,
+            headers={"DPoP": _proof(settings, proof_key)},
+            **kwargs,
+        ),
+        seq,
+    )
+    assert direct["status"] == 200, direct
+    assert len(stored_directly) == 1
+    assert direct == general
+    assert direct["body"]["token_type"] == "DPoP"
+    assert direct["claims"]["cnf"] == {"jkt": proof_key.thumbprint()} == {"jkt": direct["record"]["cnf_jkt"]}
+    assert direct["events"][0]["parameters"]["cnf_jkt"] == proof_key.thumbprint()
+
+
+def test_an_agent_that_requires_dpop_gets_a_bound_token_the_same_both_ways(
+    client, settings, world, stored_directly
+):
+    agent, key = world.background_agent()
+    helpers.grant(agent, world.read)
+    _dpop_required(world, agent)
+    proof_key = dpop_client.new_key()
+    seq = last_seq()
+    kwargs = {"resource": world.records.audience}
+    direct = outcome(
+        post(
+            client, settings, agent, key, direct=True, headers={"DPoP": _proof(settings, proof_key)}, **kwargs
+        ),
+        seq,
+    )
+    seq = last_seq()
+    general = outcome(
+        post(
+            client,
+            settings,
+            agent,
+            key,
+            direct=False,
+            headers={"DPoP": _proof(settings, proof_key)},
+            **kwargs,
+        ),
+        seq,
+    )
+    assert direct["status"] == 200 and len(stored_directly) == 1
+    assert direct == general
+
+
+@pytest.mark.parametrize("bad", ["replayed", "wrong_htu", "wrong_htm"])
+def test_a_bad_dpop_proof_is_refused_the_same_both_ways(client, settings, world, stored_directly, bad):
+    agent, key = world.background_agent()
+    helpers.grant(agent, world.read)
+    proof_key = dpop_client.new_key()
+    url = settings.GATEHOUSE_ISSUER + "/oauth/token/"
+
+    def proof():
+        if bad == "wrong_htu":
+            return dpop_client.make_proof("POST", url + "elsewhere/", proof_key)
+        if bad == "wrong_htm":
+            return dpop_client.make_proof("GET", url, proof_key)
+        return replayed
+
+    replayed = dpop_client.make_proof("POST", url, proof_key)
+    if bad == "replayed":  # spend it once
+        assert post(client, settings, agent, key, direct=False, headers={"DPoP": replayed},
+                    resource=world.records.audience).status_code == 200  # fmt: skip
+    seq = last_seq()
+    kwargs = {"resource": world.records.audience}
+    direct = outcome(
+        post(client, settings, agent, key, direct=True, headers={"DPoP": proof()}, **kwargs), seq
+    )
+    seq = last_seq()
+    general = outcome(
+        post(client, settings, agent, key, direct=False, headers={"DPoP": proof()}, **kwargs), seq
+    )
+    assert direct["status"] == 400 and direct["error"] == "invalid_dpop_proof"
+    assert direct == general
+    assert [event["action"] for event in direct["events"]] == ["dpop.proof_refused"]
+    assert not stored_directly

@@ -13,13 +13,18 @@ from django.utils import timezone
 from jwcrypto import jws
 from oauth2_provider.signals import app_authorized
 
+from audit.actions import ActorType
 from audit.models import AuditEvent
+from audit.services import Actor
 from governance.models import Agent, SigningKey, TokenRecord
 from governance.oauth import jwt_tokens, signing_keys
 from governance.oauth.refusals import Refusal as BrokerRefusal
 from governance.oauth.scoping import evaluate_for_resource, evaluate_request, resolve_audience
+from governance.services.signing_keys import signing_key_rotate
 from tests.factories import CapabilityFactory, OrganizationFactory, ToolServerFactory
 from tests.oauth import helpers
+
+SYSTEM = Actor(type=ActorType.SYSTEM, label="test")
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,7 +75,7 @@ def test_app_authorized_still_fires_for_a_listener(client, settings, world):
 
 @pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
 def test_signed_tokens_verify_with_jwcrypto_and_authlib(world, alg):
-    signing_keys.rotate(alg=alg, now=True)
+    signing_key_rotate(actor=SYSTEM, alg=alg, now=True)
     now = timezone.now()
     claims = jwt_tokens.AccessTokenClaims(
         issuer="https://gatehouse.test",
@@ -105,7 +110,7 @@ def test_the_signing_key_is_read_once_until_a_rotation(world, django_assert_num_
     first, _ = signing_keys.signing_key()
     with django_assert_num_queries(0):
         assert signing_keys.signing_key()[0] == first
-    new = signing_keys.rotate(now=True)
+    new = signing_key_rotate(actor=SYSTEM, now=True)
     assert signing_keys.signing_key()[0] == new  # the rotating process forgets its cached key at once
     SigningKey.objects.filter(pk=new.pk).update(retired_at=timezone.now() + timedelta(seconds=1))
     signing_keys.forget_signing_key()

@@ -19,6 +19,7 @@ from oauth2_provider.models import AccessToken, set_token_value
 from audit.models import AuditEvent
 from audit.services import SYSTEM
 from governance.models import Grant, TokenRecord
+from governance.oauth import direct as direct_path
 from governance.oauth import jwt_tokens
 from governance.oauth.dpop import thumbprint
 from governance.services import agent_suspend
@@ -638,3 +639,108 @@ def test_repeated_exchange_parameters_are_refused(issuer, http, world, d):
         response = token_request(http, issuer, d.helper, d.helper_key, {**base, **repeated})
         assert response.status_code == 400 and response.json()["error"] == "invalid_request"
     assert not TokenRecord.objects.filter(agent=d.helper).exists()
+
+
+# ---- the direct path answers an exchange exactly as DOT's path does --------------------------------------
+
+
+def _exchange_outcome(response, seq: int) -> dict:
+    """What the client and the auditor see of one exchange, less the values random per token."""
+    body = response.json()
+    result = {
+        "status": response.status_code,
+        "members": list(body),
+        "headers": {name: response.headers.get(name) for name in ("Content-Type", "Pragma", "DPoP-Nonce")},
+        "error": body.get("error"),
+        "events": [
+            {
+                "action": e.action,
+                "result": e.result,
+                "agent_id": e.agent_id,
+                "on_behalf_of_id": e.on_behalf_of_id,
+                "capabilities": e.capabilities,
+                "parameters": {k: v for k, v in params(e).items() if k != "jti"},
+            }
+            for e in AuditEvent.objects.filter(seq__gt=seq).order_by("seq")
+        ],
+    }
+    if response.status_code == 200:
+        claims = jwt_tokens.verify(body["access_token"])
+        record = TokenRecord.objects.get(jti=claims["jti"])
+        row = AccessToken.objects.get(gatehouse_record__jti=claims["jti"])
+        result["body"] = {k: v for k, v in body.items() if k not in ("access_token", "expires_in")}
+        result["claims"] = {k: v for k, v in claims.items() if k not in ("jti", "iat", "exp")}
+        result["row"] = {
+            "user_id": row.user_id,
+            "application_id": row.application_id,
+            "scope": row.scope,
+            "resource": row.resource,
+            "token": row.token,
+            "source_refresh_token_id": row.source_refresh_token_id,
+            "expires_matches_record": row.expires == record.expires_at,
+        }
+        result["record"] = {
+            f: getattr(record, f)
+            for f in (
+                "audience", "tool_server_id", "agent_id", "user_id", "subject", "client_id",
+                "capabilities", "grant_type", "token_family", "act", "cnf_jkt", "acr",
+            )
+        }  # fmt: skip
+    return result
+
+
+def _last_seq() -> int:
+    return AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["bearer", "dpop"])
+def test_an_exchange_is_answered_and_stored_the_same_both_ways(
+    issuer, http, world, d, settings, bound, monkeypatch
+):
+    stored_directly = []
+    store = direct_path._store
+    monkeypatch.setattr(direct_path, "_store", lambda *a: stored_directly.append(a) or store(*a))
+    outcomes = []
+    proof_key = dpop_client.new_key()
+    for direct in (True, False):
+        settings.GATEHOUSE_TOKEN_DIRECT_PATH = direct
+        headers = None
+        if bound:
+            headers = {"DPoP": dpop_client.make_proof("POST", f"{issuer}/oauth/token/", proof_key)}
+        seq = _last_seq()
+        response = exchange(
+            http, issuer, d.helper, d.helper_key, d.subject_token,
+            resource=world.records.audience, scope="records.read_own", headers=headers,
+        )  # fmt: skip
+        outcomes.append(_exchange_outcome(response, seq))
+    direct, general = outcomes
+    assert direct["status"] == 200, direct
+    assert len(stored_directly) == 1  # the first exchange took the direct path, the second DOT's
+    assert direct == general
+    assert direct["body"]["token_type"] == ("DPoP" if bound else "Bearer")
+    assert [event["action"] for event in direct["events"]] == ["token.exchanged"]
+
+
+@pytest.mark.parametrize(
+    "case", ["beyond the subject token", "no permission", "unknown target", "tampered subject token"]
+)
+def test_an_exchange_is_refused_the_same_both_ways(issuer, http, world, d, settings, case):
+    outcomes = []
+    for direct in (True, False):
+        settings.GATEHOUSE_TOKEN_DIRECT_PATH = direct
+        agent, key, token = d.helper, d.helper_key, d.subject_token
+        kwargs = {"resource": world.records.audience, "scope": "records.read_own"}
+        if case == "beyond the subject token":
+            kwargs["scope"] = "records.read_own calendar.book"
+        elif case == "no permission":
+            agent, key = d.stranger, d.stranger_key
+        elif case == "unknown target":
+            kwargs["resource"] = "https://unknown.example.test/mcp"
+        else:
+            token = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        seq = _last_seq()
+        outcomes.append(_exchange_outcome(exchange(http, issuer, agent, key, token, **kwargs), seq))
+    direct, general = outcomes
+    assert direct["status"] == 400, direct
+    assert direct == general
+    assert direct["events"], "a refusal is audited"

@@ -8,6 +8,7 @@ from audit.actions import ActorType
 from audit.services import Actor
 from governance.models import SigningKey
 from governance.oauth import signing_keys
+from governance.services.signing_keys import signing_key_rotate
 
 
 class Command(BaseCommand):
@@ -23,7 +24,7 @@ class Command(BaseCommand):
     def handle(self, *args, action: str, **options):
         if action == "rotate":
             actor = Actor(type=ActorType.SYSTEM, label="manage.py signing_keys")
-            key = signing_keys.rotate(alg=options["alg"], now=options["now"], actor=actor)
+            key = signing_key_rotate(actor=actor, alg=options["alg"], now=options["now"])
             self.stdout.write(
                 f"new key {key.kid} ({key.alg}) published; signs from {key.activated_at:%Y-%m-%d %H:%M:%S}"
             )
