@@ -92,8 +92,16 @@ def agent_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @administer
 @require_http_methods(["GET", "POST"])
 def agent_suspend(request: HttpRequest, pk: int) -> HttpResponse:
-    """The kill switch: a confirmation page, then every token of the agent stops working at once."""
+    """The kill switch: a confirmation page, then every token of the agent stops working at once.
+
+    Taking an agent out of service needs a fresh second factor, as in the admin (one rule:
+    ``auth_levels.agent_transition_needs_step_up``).
+    """
     agent = _agent(request, pk)
+    if auth_levels.agent_transition_needs_step_up(AgentStatus.SUSPENDED):
+        refusal = step_up_response(request)
+        if refusal is not None:
+            return refusal
     form = ReasonForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:

@@ -62,9 +62,13 @@ def test_admin_grants_then_revokes_a_capability(page, world):
 
 def test_admin_suspends_an_agent_after_confirming(page, world):
     agent = world["agent"]
+    device = TOTPDevice.objects.create(user=world["admin"], name="phone", confirmed=True)
     sign_in(page, "alice")
     page.goto(f"/portal/agents/{agent.pk}/")
     page.get_by_role("link", name=re.compile("^Suspend")).click()
+    # The kill switch needs a fresh second factor first (as in the admin), then comes back to confirm.
+    page.get_by_label("Code").fill(code_for(device))
+    page.get_by_role("button", name="Verify").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Suspend")
     page.get_by_label("Reason").fill("calls look injected")
     page.get_by_role("button", name=re.compile("now$")).click()

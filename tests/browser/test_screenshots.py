@@ -14,6 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from oauth2_provider.models import get_access_token_model
 
 from approvals.services import grant_request_create
@@ -21,6 +22,7 @@ from audit import services as audit
 from audit.actions import Action, Result
 from governance.models import Agent, Capability, Organization, TokenRecord, User
 from tests.browser.conftest import sign_in
+from tests.governance.step_up_helpers import code_for
 
 OUT = os.environ.get("GATEHOUSE_SCREENSHOTS", "")
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +135,12 @@ def test_screenshots(page, clinic):
     page.get_by_label("prescriptions.request on Records").uncheck()
     page.get_by_role("button", name="Preview").click()
     shoot(page, "ceiling-preview")
+    # The kill switch asks for a fresh second factor first; the screenshot is of the page after it.
+    device = TOTPDevice.objects.create(user=User.objects.get(username="dana"), name="phone", confirmed=True)
     page.goto(f"/portal/agents/{voice.pk}/suspend/")
+    page.get_by_label("Code").fill(code_for(device))
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url(f"**/portal/agents/{voice.pk}/suspend/")
     shoot(page, "suspend")
     page.goto("/portal/audit/")
     shoot(page, "audit-search")

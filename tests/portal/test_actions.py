@@ -175,7 +175,14 @@ def test_suspend_asks_for_confirmation_then_kills_every_token(world):
     _live_token(agent, world["member"])
     _live_token(agent, world["approver"])
     client = client_for(world["admin"])
-    page = client.get(reverse("portal:agent_suspend", args=[agent.pk]))
+    url = reverse("portal:agent_suspend", args=[agent.pk])
+    # Taking an agent out of service needs a fresh second factor, as in the admin (issue 9: 12).
+    assert client.get(url)["Location"].startswith("/portal/mfa/")
+    assert client.post(url, {"reason": "odd calls"}).status_code == 403
+    agent.refresh_from_db()
+    assert agent.status == "active"
+    pass_step_up(client, world["admin"])
+    page = client.get(url)
     assert page.status_code == 200 and b"This stops the agent now" in page.content
     agent.refresh_from_db()
     assert agent.status == "active"  # a GET changes nothing
@@ -195,9 +202,9 @@ def test_suspend_asks_for_confirmation_then_kills_every_token(world):
 
 def test_suspend_without_reason_changes_nothing(world):
     agent = world["agent"]
-    response = client_for(world["admin"]).post(
-        reverse("portal:agent_suspend", args=[agent.pk]), {"reason": ""}
-    )
+    client = client_for(world["admin"])
+    pass_step_up(client, world["admin"])
+    response = client.post(reverse("portal:agent_suspend", args=[agent.pk]), {"reason": ""})
     assert response.status_code == 200
     agent.refresh_from_db()
     assert agent.status == "active"
