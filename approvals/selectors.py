@@ -81,3 +81,24 @@ def stale(*, at: datetime) -> QuerySet[ActionRequest]:
     return ActionRequest.objects.filter(
         status__in=[RequestStatus.PENDING, RequestStatus.APPROVED], expires_at__lte=at
     ).order_by("expires_at")[:500]
+
+
+def ciba_request(agent: Agent, auth_req_id_hash: str) -> ActionRequest | None:
+    """The CIBA request this agent's own client started under this ``auth_req_id`` (another's: None)."""
+    return (
+        ActionRequest.objects.filter(
+            auth_req_id_hash=auth_req_id_hash,
+            agent=agent,
+            client_id=agent.application_id,
+            kind=RequestKind.ACTION,
+        )
+        .select_related(*RELATED)
+        .first()
+    )
+
+
+def request_for_token(jti: str) -> ActionRequest | None:
+    """The action request whose single-use token carries this ``jti`` (None: no request behind it)."""
+    if not jti:
+        return None
+    return ActionRequest.objects.filter(token_jti=jti).exclude(token_issued_at=None).first()

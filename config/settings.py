@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from config import env
+from governance.conf import DEFAULTS as _GATEHOUSE_DEFAULTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = env.path("GATEHOUSE_VAR_DIR", BASE_DIR / "var", base=BASE_DIR)
@@ -288,6 +289,14 @@ GATEHOUSE_DEFAULT_TOKEN_LIFETIME = timedelta(seconds=300)
 # A background agent's client-credentials request is answered in two round trips (governance.oauth.direct)
 # when it passes every check; off sends every request through DOT and oauthlib (same answers, slower).
 GATEHOUSE_TOKEN_DIRECT_PATH = env.flag("GATEHOUSE_TOKEN_DIRECT_PATH", default=True)
+# CIBA poll mode and bound single-use tokens come from the approvals app, plugged in by name
+# (docs/approvals.md, "CIBA and bound tokens"); the broker never imports approvals.
+GATEHOUSE_TOKEN_GRANT_TYPES = {
+    **_GATEHOUSE_DEFAULTS["TOKEN_GRANT_TYPES"],
+    "urn:openid:params:grant-type:ciba": "approvals.ciba.CibaGrant",
+}
+GATEHOUSE_BACKCHANNEL_AUTHENTICATION_ENDPOINT = "ciba:bc-authorize"
+GATEHOUSE_APPROVAL_USE_HOOK = "approvals.ciba.use_approved_token"
 # DOT's E003 objects to "http" in ALLOWED_REDIRECT_URI_SCHEMES.  It is there only for RFC 8252 loopback
 # redirects: GatehouseValidator.validate_redirect_uri and governance.services.agents refuse any other http
 # redirect URI when DEBUG is off (tests/test_settings.py runs check --deploy).

@@ -10,6 +10,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="governance:home", permanent=False)),
     path("admin/", admin.site.urls),
     path("", include("governance.oauth.urls")),
+    path("oauth/", include("approvals.ciba_urls")),
     path("", include("governance.enforcement.urls")),
     path("portal/approvals/", include("approvals.urls")),
     path("api/approvals/", include("approvals.api.urls")),

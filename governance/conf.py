@@ -35,6 +35,12 @@ DEFAULTS: dict[str, Any] = {
         "refresh_token": "governance.oauth.grants.RefreshTokenGrant",
         TOKEN_EXCHANGE: "governance.oauth.grants.TokenExchangeGrant",
     },
+    # Approvals plug points (docs/approvals.md, "CIBA and bound tokens"): the URL name of the CIBA backchannel
+    # authentication endpoint (advertised in the metadata when set), and the dotted path of the callable that
+    # marks an approved token's request used, ``hook(*, jti, agent) -> bool | None`` (None: no request
+    # behind this token; True: this use; False: used before or not usable).
+    "BACKCHANNEL_AUTHENTICATION_ENDPOINT": "",
+    "APPROVAL_USE_HOOK": "",
     # Access-token signing keys.
     "SIGNING_ALG": "ES256",
     "SIGNING_KEY_PUBLISH_SECONDS": 600,

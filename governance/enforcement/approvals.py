@@ -16,10 +16,13 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import redis
 from django.core.cache import cache
+from django.utils.module_loading import import_string
 
 from governance.conf import gatehouse_settings
 from governance.enforcement.limits import LimiterUnavailable, redis_client
@@ -52,6 +55,21 @@ def approved_entry(claims: dict[str, Any], *, capability_key: str, parameters: d
         if _canonical(approved) == wanted:
             return index
     return None
+
+
+@lru_cache(maxsize=4)
+def _use_hook(path: str) -> Callable[..., bool | None]:
+    return import_string(path)
+
+
+def mark_request_used(*, jti: str, agent: Any) -> bool | None:
+    """Use up the approved request behind token ``jti`` through the ``GATEHOUSE_APPROVAL_USE_HOOK`` callable
+    (the approvals app's ``action_request_mark_used``: durable, audited, race-safe).  None when no hook is
+    set or no request stands behind this token (then :func:`consume` counts the entry)."""
+    path = gatehouse_settings.APPROVAL_USE_HOOK
+    if not path:
+        return None
+    return _use_hook(path)(jti=jti, agent=agent)
 
 
 def consume(*, jti: str, index: int, expires_at: float, now: float) -> bool:

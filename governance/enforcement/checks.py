@@ -194,6 +194,11 @@ def use_approval(holder: Holder, permitted: Permitted) -> None:
     """Use up the approved entry the call relies on (last, once every check passed): once only."""
     if permitted.approved_entry is None:
         return
+    marked = approvals.mark_request_used(jti=holder.record.jti, agent=holder.agent)
+    if marked is not None:
+        if not marked:
+            raise Denial("approval_required", detail={"why": "approved call already used"})
+        return
     try:
         fresh = approvals.consume(
             jti=holder.record.jti,

@@ -219,6 +219,8 @@ def sign(issued: Issued) -> str:
         auth_time=issued.auth_time,
         extra={"amr": auth_levels.AMR[issued.acr]} if issued.acr in auth_levels.AMR else {},
     )
+    if issued.authorization_details is not None:
+        claims.extra["authorization_details"] = issued.authorization_details
     return jwt_tokens.sign(claims)
 
 

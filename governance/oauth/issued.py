@@ -27,6 +27,7 @@ class Issued:
     auth_time: datetime | None = None
     action: Action | None = None  # audit action; default token.issued / token.refreshed
     audit_parameters: dict = field(default_factory=dict)  # added to the issue event
+    authorization_details: list | None = None  # RFC 9396: the exact approved call (CIBA)
 
     @classmethod
     def starting(cls, *, now: datetime, lifetime: int, **fields) -> Issued:

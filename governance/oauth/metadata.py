@@ -23,10 +23,23 @@ def _url(name: str) -> str:
     return gatehouse_settings.ISSUER + reverse(name)
 
 
+def _backchannel() -> dict:
+    """OpenID CIBA Core 1.0 §4 (poll mode only), when an app names its endpoint in the settings."""
+    name = gatehouse_settings.BACKCHANNEL_AUTHENTICATION_ENDPOINT
+    if not name:
+        return {}
+    return {
+        "backchannel_authentication_endpoint": _url(name),
+        "backchannel_token_delivery_modes_supported": ["poll"],
+        "backchannel_user_code_parameter_supported": False,
+    }
+
+
 def metadata_document() -> dict:
     client_methods = [m.value for m in TokenEndpointAuthMethod]
     confidential_methods = [m for m in client_methods if m != TokenEndpointAuthMethod.NONE]
     return {
+        **_backchannel(),
         "issuer": gatehouse_settings.ISSUER,
         "authorization_endpoint": _url("oauth:authorize"),
         "token_endpoint": _url("oauth:token"),

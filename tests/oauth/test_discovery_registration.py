@@ -29,6 +29,7 @@ def test_metadata_is_truthful(issuer, http, world):
         "client_credentials",
         "refresh_token",
         "urn:ietf:params:oauth:grant-type:token-exchange",
+        "urn:openid:params:grant-type:ciba",  # from the approvals app (GATEHOUSE_TOKEN_GRANT_TYPES)
     }
     assert "private_key_jwt" in meta["token_endpoint_auth_methods_supported"]
     assert "HS256" not in meta["token_endpoint_auth_signing_alg_values_supported"]
