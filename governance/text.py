@@ -19,6 +19,12 @@ _REFUSED_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
 _MULTILINE_ALLOWED = frozenset("\t\n\r")
 
 
+def has_nul(*values: str) -> bool:
+    """Whether any value holds a NUL character: PostgreSQL refuses it in text, so no request value that may
+    reach a query may hold one (the edge's rule: OAuth parameters, query strings)."""
+    return any("\x00" in value for value in values)
+
+
 def text_problem(value: str, *, max_length: int, multiline: bool = False) -> str | None:
     """Why ``value`` is not acceptable text (a sentence that never echoes the value), or None."""
     if len(value) > max_length:

@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpResponse, JsonResponse
 
 from audit.actions import Action
@@ -41,7 +42,17 @@ def refusal_response(refusal: Refusal) -> JsonResponse:
 
 
 def check_params(request) -> JsonResponse | None:
-    sentence = params.problem(request.POST.lists())
+    """The request's body read within Django's limits (``DATA_UPLOAD_MAX_MEMORY_SIZE``: 413,
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS``: 400) and its parameters within :mod:`~governance.oauth.params`'
+    bounds, or the JSON error that refuses it: Django's own answer would be an HTML page."""
+    try:
+        request.body  # noqa: B018 -- read once here, so a view reading it later cannot raise
+        form = request.POST
+    except RequestDataTooBig:
+        return oauth_error("invalid_request", "The request body is too large.", 413)
+    except (TooManyFieldsSent, TooManyFilesSent):
+        return oauth_error("invalid_request", "The request has too many parameters.")
+    sentence = params.problem(form.lists())
     return None if sentence is None else oauth_error("invalid_request", sentence)
 
 

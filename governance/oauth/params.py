@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from governance.text import has_nul
+
 MAX_CLIENT_ID_LENGTH = 255
 MAX_SCOPE_LENGTH = 2000
 MAX_SCOPES = 50
@@ -46,6 +48,7 @@ SINGLE_VALUED = frozenset(
 
 TOO_LONG = "A request parameter is too long."
 REPEATED = "A parameter that may appear once was repeated."
+NUL = "A request parameter contains a NUL character."
 
 
 def problem(items: Iterable[tuple[str, list[str]]]) -> str | None:
@@ -56,4 +59,6 @@ def problem(items: Iterable[tuple[str, list[str]]]) -> str | None:
             return TOO_LONG
         if key in SINGLE_VALUED and len(values) > 1:
             return REPEATED
+        if has_nul(key, *values):
+            return NUL
     return None
