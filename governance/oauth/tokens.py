@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
+from django.core.cache import cache
+
 from governance import auth_levels
 from governance.conf import gatehouse_settings
 from governance.models import TokenRecord
@@ -71,3 +73,30 @@ def describe(record: TokenRecord) -> dict:
     if record.auth_time is not None:
         data["auth_time"] = int(record.auth_time.timestamp())
     return data
+
+
+# ---- redeemed authorization codes (RFC 6749 §4.1.2: a replayed code revokes what it minted) ----------------
+REDEEMED_CODE_SECONDS = 3600
+"""How long the broker remembers what a redeemed code minted.  DOT deletes a code when it is redeemed, so a
+replay is recognised only while this memory lasts; an hour covers any replay of a code intercepted in flight
+(codes live a minute) and the refresh family is revoked whole, so later rotations die with it."""
+
+
+def _redeemed_key(code: str) -> str:
+    return "gh:redeemed-code:" + checksum(code)
+
+
+def remember_redeemed_code(*, code: str, access_token: str, refresh_token: str | None) -> None:
+    """Remember the checksums (never the values) of the tokens a code's redemption minted."""
+    cache.set(
+        _redeemed_key(code),
+        {"access": checksum(access_token), "refresh": checksum(refresh_token) if refresh_token else None},
+        REDEEMED_CODE_SECONDS,
+    )
+
+
+def redeemed_code(code: str) -> dict | None:
+    """The checksums of the tokens ``code`` minted, if redeemed within :data:`REDEEMED_CODE_SECONDS`."""
+    if not isinstance(code, str) or not code:
+        return None
+    return cache.get(_redeemed_key(code))

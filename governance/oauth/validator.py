@@ -22,8 +22,8 @@ from governance.oauth.principals import agent_for, principal_for
 from governance.oauth.refusals import Refusal, RefusalEvent
 from governance.oauth.scoping import parse_scope
 from governance.oauth.state import current
-from governance.oauth.tokens import checksum
-from governance.services.tokens import token_revoke
+from governance.oauth.tokens import checksum, remember_redeemed_code
+from governance.services.tokens import code_tokens_revoke, token_revoke
 
 SECRET_METHODS = {TokenEndpointAuthMethod.CLIENT_SECRET_BASIC, TokenEndpointAuthMethod.CLIENT_SECRET_POST}
 # DOT's Application names these grant types itself; any other registered one is an extension grant.
@@ -189,6 +189,8 @@ class GatehouseValidator(OAuth2Validator):
             ).first() or []
         else:
             current().reason = "unknown, used or expired authorization code"
+            if code_tokens_revoke(actor=agent_for(client), code=code):
+                current().reason = "authorization code replayed; the tokens it minted are revoked"
         return valid
 
     def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs):
@@ -219,6 +221,12 @@ class GatehouseValidator(OAuth2Validator):
     # ---- storing tokens ---------------------------------------------------------------------------------
     def _save_bearer_token(self, token, request, *args, **kwargs):
         super()._save_bearer_token(token, request, *args, **kwargs)
+        if request.grant_type == "authorization_code" and getattr(request, "code", None):
+            remember_redeemed_code(
+                code=request.code,
+                access_token=token["access_token"],
+                refresh_token=token.get("refresh_token"),
+            )
         issued = current().issued
         if issued is not None:  # inside DOT's save transaction: one event, never the token's value
             audit.record(**issuance.issue_event(issued, refresh_token_issued="refresh_token" in token))

@@ -15,7 +15,7 @@ from oauth2_provider.models import (
 from audit import services as audit
 from audit.actions import Action
 from governance.models import Agent, TokenRecord
-from governance.oauth.tokens import checksum
+from governance.oauth.tokens import checksum, redeemed_code
 
 
 def revoke_application_tokens(application, *, user=None, capability_key: str | None = None) -> dict[str, int]:
@@ -119,6 +119,55 @@ def refresh_family_revoke(*, actor: Agent | None, refresh_token, reason: str) ->
                 "reason": reason,
             },
         )
+
+
+def code_tokens_revoke(*, actor: Agent | None, code: str) -> bool:
+    """A redeemed authorization code was presented again (RFC 6749 §4.1.2, OAuth 2.1): revoke the access
+    token and the whole refresh family its first redemption minted.  One transaction, one ``token.revoked``
+    event (identifiers only).  Returns False, writing nothing, when the broker does not remember the code or
+    its tokens are already gone."""
+    minted = redeemed_code(code)
+    if not minted:
+        return False
+    access = get_access_token_model().objects.filter(token_checksum=minted["access"]).select_related("user")
+    refresh = (
+        get_refresh_token_model().objects.filter(token_checksum=minted["refresh"]).select_related("user")
+        if minted.get("refresh")
+        else get_refresh_token_model().objects.none()
+    )
+    with transaction.atomic():
+        found_access = access.select_for_update(of=("self",)).first()
+        found_refresh = refresh.first()
+        family_alive = found_refresh is not None and (
+            get_refresh_token_model()
+            .objects.filter(token_family=found_refresh.token_family, revoked__isnull=True)
+            .exists()
+            if found_refresh.token_family
+            else found_refresh.revoked is None
+        )
+        if found_access is None and not family_alive:
+            return False
+        some = found_refresh or found_access
+        record = TokenRecord.objects.filter(access_token=found_access).first() if found_access else None
+        if found_refresh is not None:
+            _revoke_family(found_refresh)
+        if found_access is not None:
+            revoke_access_token(found_access)
+        audit.record(
+            action=Action.TOKEN_REVOKED,
+            actor=actor,
+            agent=actor,
+            on_behalf_of=some.user,
+            capabilities=record.capability_keys if record else [],
+            parameters={
+                "token_type": "authorization_code",
+                "jti": record.jti if record else "",
+                "token_family": str(getattr(found_refresh, "token_family", "") or ""),
+                "audience": " ".join(some.resource or []),
+                "reason": "authorization code replayed",
+            },
+        )
+    return True
 
 
 def _revoke_family(refresh_token) -> None:
