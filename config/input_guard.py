@@ -1,11 +1,11 @@
 """``QueryStringGuardMiddleware``: a query string holding a NUL character is refused before any view.
 
-PostgreSQL refuses NUL in text, so a NUL in a filter (the admin's search, the portal's lists, the
-authorization request) would reach a query and answer 500.  This is the edge's one rule for query strings
-(:func:`governance.text.has_nul`); OAuth endpoints answer RFC 6749 JSON, every other page a plain sentence.
-Form bodies are checked where they are read: OAuth endpoints by
-:func:`governance.oauth.endpoint.check_params`, Django forms by their fields
-(``ProhibitNullCharactersValidator``).
+PostgreSQL refuses NUL in text, so a NUL in a filter that reaches a query unchecked (the admin's search and
+list filters, the authorization request) would answer 500.  This is the edge's one rule for those query
+strings (:func:`governance.text.has_nul`): OAuth endpoints answer RFC 6749 JSON, the admin a plain sentence.
+Portal pages and APIs read their filters through Django forms and FilterSets, whose fields refuse NUL
+(``ProhibitNullCharactersValidator``) and answer in the page's or the API's own error shape; form bodies at
+the OAuth endpoints are checked by :func:`governance.oauth.endpoint.check_params`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from governance.oauth.endpoint import oauth_error
 from governance.text import has_nul
 
 OAUTH_PREFIXES = ("/oauth/", "/.well-known/")
+GUARDED_PREFIXES = (*OAUTH_PREFIXES, "/admin/")
 SENTENCE = "The request contains a NUL character."
 
 
@@ -24,8 +25,10 @@ class QueryStringGuardMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if "%00" in request.META.get("QUERY_STRING", "") and any(
-            has_nul(key, *values) for key, values in request.GET.lists()
+        if (
+            request.path.startswith(GUARDED_PREFIXES)
+            and "%00" in request.META.get("QUERY_STRING", "")
+            and any(has_nul(key, *values) for key, values in request.GET.lists())
         ):
             if request.path.startswith(OAUTH_PREFIXES):
                 return oauth_error("invalid_request", SENTENCE)
