@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import httpx
 import pytest
 from django.utils import timezone
 
 from approvals import links, services
+from approvals.ciba import use_approved_token
 from approvals.models import ActionRequest, RequestStatus
 from audit.actions import Action
 from audit.models import AuditEvent
@@ -290,3 +294,28 @@ def test_the_token_allows_the_exact_call_once(http, issuer, world, records):  # 
 def request_of_token(token: str) -> ActionRequest:
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     return ActionRequest.objects.get(token_jti=claims["jti"])
+
+
+@pytest.mark.postgres  # row locks: concurrent uses of one token are serialised by action_request_mark_used
+def test_concurrent_uses_of_the_token_allow_exactly_one(http, issuer, world, records):  # noqa: F811
+    token = approved_token(http, issuer, world)
+    body = evaluation(token, "appointments.cancel", {"appointment_id": "A-1"})
+    barrier = threading.Barrier(4)
+
+    def use(_):
+        barrier.wait()
+        with httpx.Client(timeout=20) as own:
+            caller = Caller(own, issuer, records.tool_server, key=records.key)
+            return caller.evaluate(body).json()["decision"]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(use, range(4)))
+    assert sorted(answers) == [False, False, False, True]
+    assert request_of_token(token).status == RequestStatus.USED
+    assert AuditEvent.objects.filter(action=Action.APPROVAL_TOKEN_USED).count() == 1
+
+
+def test_the_hook_knows_no_request_behind_other_tokens(world):
+    """A token no request stands behind is left to the decision API's own use-once count."""
+    assert use_approved_token(jti="", agent=world.agent) is None
+    assert use_approved_token(jti="no-such-jti", agent=world.agent) is None
