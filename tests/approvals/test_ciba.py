@@ -319,3 +319,17 @@ def test_the_hook_knows_no_request_behind_other_tokens(world):
     """A token no request stands behind is left to the decision API's own use-once count."""
     assert use_approved_token(jti="", agent=world.agent) is None
     assert use_approved_token(jti="no-such-jti", agent=world.agent) is None
+
+
+def test_a_capability_that_needs_step_up_is_not_issued_through_ciba(http, issuer, world):  # noqa: F811
+    """The person the token acts for never authenticates in CIBA, so the broker's step-up rule refuses; the
+    approval stays unused (docs/approvals.md: an open question)."""
+    world.cancel.requires_step_up = True
+    world.cancel.save()
+    auth_req_id = started(http, issuer, world)
+    approve(world, auth_req_id)
+    response = poll(http, issuer, world.agent, auth_req_id)
+    assert response.status_code in (400, 401, 403) and "access_token" not in response.text
+    assert response.json()["error"] in {"insufficient_user_authentication", "invalid_scope"}
+    stored = request_of(auth_req_id)
+    assert stored.status == RequestStatus.APPROVED and stored.token_issued_at is None
