@@ -58,10 +58,10 @@ def poll(http, issuer, agent, auth_req_id, secret: str = SECRET):  # noqa: F811
     return http.post(f"{issuer}/oauth/token/", data=data, headers=basic(agent, secret))
 
 
-def rewind(auth_req_id: str) -> None:
-    """Let the next poll come after the interval (instead of sleeping five seconds)."""
+def rewind(auth_req_id: str, seconds: int = 60) -> None:
+    """Make the previous poll ``seconds`` old (instead of sleeping through the interval)."""
     ActionRequest.objects.filter(auth_req_id_hash=links.digest(auth_req_id)).update(
-        last_polled_at=timezone.now() - timedelta(seconds=60)
+        last_polled_at=timezone.now() - timedelta(seconds=seconds)
     )
 
 
@@ -184,6 +184,10 @@ def test_pending_slow_down_then_one_token_then_invalid_grant(http, issuer, world
     auth_req_id = started(http, issuer, world)
     assert error(poll(http, issuer, world.agent, auth_req_id)) == "authorization_pending"
     assert error(poll(http, issuer, world.agent, auth_req_id)) == "slow_down"  # faster than the interval
+    assert request_of(auth_req_id).poll_interval == 10  # slow_down: 5 s more from now on (CIBA §11)
+    rewind(auth_req_id, 6)
+    assert error(poll(http, issuer, world.agent, auth_req_id)) == "slow_down"
+    assert request_of(auth_req_id).poll_interval == 15
     rewind(auth_req_id)
     assert error(poll(http, issuer, world.agent, auth_req_id)) == "authorization_pending"
     approve(world, auth_req_id)
