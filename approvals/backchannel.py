@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST
 from approvals import links, services
 from approvals.api.views import AUTH_FIELDS, authenticate_agent
 from approvals.details import parse_details
-from governance.errors import GovernanceError, InvalidInput, NotPermitted
+from governance.errors import GovernanceError, InvalidInput
 from governance.models import Agent, Capability, User
 from governance.oauth import state
 from governance.oauth.endpoint import oauth_endpoint, oauth_error
@@ -129,11 +129,7 @@ def _start(request: HttpRequest, agent: Agent) -> dict:
         )
     except InvalidInput as exc:
         raise Refused("invalid_request", "The request is not valid.", reason=exc.message[:300]) from None
-    except NotPermitted as exc:
-        raise Refused(
-            "access_denied", "The request was refused.", reason=exc.message[:300], status=403
-        ) from None
-    except GovernanceError as exc:
+    except GovernanceError as exc:  # no grant for this user, too few approvers
         raise Refused(
             "access_denied", "The request was refused.", reason=exc.message[:300], status=403
         ) from None

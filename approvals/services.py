@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Least
 from django.utils import timezone
 
 from approvals import policy
@@ -40,6 +41,7 @@ from governance.services._common import Principal, database_rules, ensure_can_ma
 from governance.services.grants import check_grant
 
 SEND_TASK = "approvals.tasks.send_notification"
+MAX_POLL_INTERVAL = 60  # seconds: slow_down never makes a CIBA client wait longer between polls
 
 
 def _audit_details(action_request: ActionRequest) -> dict:
@@ -534,16 +536,20 @@ def action_request_mark_used(*, actor: Principal, action_request: ActionRequest)
 
 
 def action_request_register_poll(*, action_request: ActionRequest) -> bool:
-    """CIBA poll bookkeeping: True when this poll came at least ``poll_interval`` after the previous one
-    (else the caller answers ``slow_down``).  One conditional UPDATE, so concurrent polls cannot both pass.
-    Not audited: polls are frequent and change nothing but their own clock."""
+    """CIBA poll bookkeeping: True when this poll came at least ``poll_interval`` after the previous one.
+    Else the caller answers ``slow_down`` and the interval grows by 5 s (OpenID CIBA Core §11: the client
+    adds 5 s too), up to :data:`MAX_POLL_INTERVAL`.  Conditional UPDATEs, so concurrent polls cannot both
+    pass.  Not audited: polls are frequent and change nothing but their own clock."""
     now = timezone.now()
+    rows = ActionRequest.objects.filter(pk=action_request.pk)
     earliest = now - timedelta(seconds=action_request.poll_interval)
-    return bool(
-        ActionRequest.objects.filter(pk=action_request.pk)
-        .filter(Q(last_polled_at__isnull=True) | Q(last_polled_at__lte=earliest))
-        .update(last_polled_at=now)
+    on_time = Q(last_polled_at__isnull=True) | Q(last_polled_at__lte=earliest)
+    if rows.filter(on_time).update(last_polled_at=now):
+        return True
+    rows.filter(poll_interval__lt=MAX_POLL_INTERVAL).update(
+        poll_interval=Least(F("poll_interval") + 5, MAX_POLL_INTERVAL)
     )
+    return False
 
 
 def approval_link_open(*, actor: User, notification: ApprovalNotification) -> ApprovalNotification:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import httpx
 import pytest
 from django.utils import timezone
 
 from approvals import links, services
+from approvals.ciba import use_approved_token
 from approvals.models import ActionRequest, RequestStatus
 from audit.actions import Action
 from audit.models import AuditEvent
@@ -54,10 +58,10 @@ def poll(http, issuer, agent, auth_req_id, secret: str = SECRET):  # noqa: F811
     return http.post(f"{issuer}/oauth/token/", data=data, headers=basic(agent, secret))
 
 
-def rewind(auth_req_id: str) -> None:
-    """Let the next poll come after the interval (instead of sleeping five seconds)."""
+def rewind(auth_req_id: str, seconds: int = 60) -> None:
+    """Make the previous poll ``seconds`` old (instead of sleeping through the interval)."""
     ActionRequest.objects.filter(auth_req_id_hash=links.digest(auth_req_id)).update(
-        last_polled_at=timezone.now() - timedelta(seconds=60)
+        last_polled_at=timezone.now() - timedelta(seconds=seconds)
     )
 
 
@@ -180,6 +184,10 @@ def test_pending_slow_down_then_one_token_then_invalid_grant(http, issuer, world
     auth_req_id = started(http, issuer, world)
     assert error(poll(http, issuer, world.agent, auth_req_id)) == "authorization_pending"
     assert error(poll(http, issuer, world.agent, auth_req_id)) == "slow_down"  # faster than the interval
+    assert request_of(auth_req_id).poll_interval == 10  # slow_down: 5 s more from now on (CIBA §11)
+    rewind(auth_req_id, 6)
+    assert error(poll(http, issuer, world.agent, auth_req_id)) == "slow_down"
+    assert request_of(auth_req_id).poll_interval == 15
     rewind(auth_req_id)
     assert error(poll(http, issuer, world.agent, auth_req_id)) == "authorization_pending"
     approve(world, auth_req_id)
@@ -290,3 +298,42 @@ def test_the_token_allows_the_exact_call_once(http, issuer, world, records):  # 
 def request_of_token(token: str) -> ActionRequest:
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     return ActionRequest.objects.get(token_jti=claims["jti"])
+
+
+@pytest.mark.postgres  # row locks: concurrent uses of one token are serialised by action_request_mark_used
+def test_concurrent_uses_of_the_token_allow_exactly_one(http, issuer, world, records):  # noqa: F811
+    token = approved_token(http, issuer, world)
+    body = evaluation(token, "appointments.cancel", {"appointment_id": "A-1"})
+    barrier = threading.Barrier(4)
+
+    def use(_):
+        barrier.wait()
+        with httpx.Client(timeout=20) as own:
+            caller = Caller(own, issuer, records.tool_server, key=records.key)
+            return caller.evaluate(body).json()["decision"]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(use, range(4)))
+    assert sorted(answers) == [False, False, False, True]
+    assert request_of_token(token).status == RequestStatus.USED
+    assert AuditEvent.objects.filter(action=Action.APPROVAL_TOKEN_USED).count() == 1
+
+
+def test_the_hook_knows_no_request_behind_other_tokens(world):
+    """A token no request stands behind is left to the decision API's own use-once count."""
+    assert use_approved_token(jti="", agent=world.agent) is None
+    assert use_approved_token(jti="no-such-jti", agent=world.agent) is None
+
+
+def test_a_capability_that_needs_step_up_is_not_issued_through_ciba(http, issuer, world):  # noqa: F811
+    """The person the token acts for never authenticates in CIBA, so the broker's step-up rule refuses; the
+    approval stays unused (docs/approvals.md: an open question)."""
+    world.cancel.requires_step_up = True
+    world.cancel.save()
+    auth_req_id = started(http, issuer, world)
+    approve(world, auth_req_id)
+    response = poll(http, issuer, world.agent, auth_req_id)
+    assert response.status_code in (400, 401, 403) and "access_token" not in response.text
+    assert response.json()["error"] in {"insufficient_user_authentication", "invalid_scope"}
+    stored = request_of(auth_req_id)
+    assert stored.status == RequestStatus.APPROVED and stored.token_issued_at is None

@@ -266,8 +266,18 @@ def test_polls_faster_than_the_interval_are_told_to_slow_down(clinic):
     request = clinic.ask(poll_interval=5)
     assert services.action_request_register_poll(action_request=request) is True
     assert services.action_request_register_poll(action_request=request) is False
+    request.refresh_from_db()
+    assert request.poll_interval == 10  # slow_down adds 5 s (OpenID CIBA Core §11)
     ActionRequest.objects.filter(pk=request.pk).update(last_polled_at=timezone.now() - timedelta(seconds=6))
+    assert services.action_request_register_poll(action_request=request) is False
+    request.refresh_from_db()
+    ActionRequest.objects.filter(pk=request.pk).update(last_polled_at=timezone.now() - timedelta(seconds=16))
     assert services.action_request_register_poll(action_request=request) is True
+    ActionRequest.objects.filter(pk=request.pk).update(poll_interval=58, last_polled_at=timezone.now())
+    request.refresh_from_db()
+    assert services.action_request_register_poll(action_request=request) is False
+    request.refresh_from_db()
+    assert request.poll_interval == services.MAX_POLL_INTERVAL  # never more than a minute
 
 
 def test_one_outbox_row_per_approver_is_written_with_the_request_and_sent_after_commit(

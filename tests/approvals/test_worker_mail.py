@@ -8,6 +8,7 @@ Needs PostgreSQL (the worker shares the test database) and REDIS_URL; ports 1851
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -28,6 +29,8 @@ from approvals.models import ActionRequest, ApprovalNotification, RequestStatus
 from approvals.tasks import resend_unsent
 from config.celery import app as celery_app
 from tests.approvals.conftest import SECRET
+from tests.enforcement.conftest import Caller, evaluation
+from tests.oauth import helpers
 
 SMTP_PORT = 18510
 HTTP_PORT = 18520
@@ -238,3 +241,49 @@ def test_a_worker_killed_mid_send_is_replaced_and_the_email_arrives_exactly_once
     assert len(smtp.accepted) == 1
     row.refresh_from_db()
     assert (row.state, row.attempts) == ("sent", 2)
+
+
+def test_a_ciba_poll_receives_the_token_once_the_emailed_link_approves(
+    one_approver, smtp, portal, worker, settings
+):
+    """CIBA end to end: backchannel request, email through the worker, approval by the link's POST, the
+    agent's poll receives the single-use token, and the decision API accepts it exactly once."""
+    clinic = one_approver
+    settings.GATEHOUSE_RATE_LIMIT_REDIS_URL = ""  # use-once is the request's, not a counter's
+    with httpx.Client(base_url=BASE, timeout=30, auth=(clinic.agent.application.client_id, SECRET)) as agent:
+        started = agent.post(
+            "/oauth/bc-authorize/",
+            data={
+                "scope": "appointments.cancel",
+                "login_hint": "pat",
+                "authorization_details": json.dumps(clinic.details()),
+                "binding_message": "Cancel Tuesday 10:00",
+            },
+        )
+        assert started.status_code == 200, started.text
+        auth_req_id = started.json()["auth_req_id"]
+        poll = {"grant_type": "urn:openid:params:grant-type:ciba", "auth_req_id": auth_req_id}
+        assert agent.post("/oauth/token/", data=poll).json()["error"] == "authorization_pending"
+
+        smtp.wait_for(1)
+        path = LINK.search(smtp.accepted[0].replace("=\r\n", "").replace("=\n", "")).group(1)
+        with httpx.Client(base_url=BASE, timeout=30) as browser:
+            sign_in(browser, "ravi")
+            page = browser.get(path)
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+            decided = browser.post(path, data={"decision": "approve", "csrfmiddlewaretoken": token})
+            assert decided.status_code == 302, decided.text
+
+        ActionRequest.objects.filter(status=RequestStatus.APPROVED).update(last_polled_at=None)  # no waiting
+        issued = agent.post("/oauth/token/", data=poll)
+        assert issued.status_code == 200, issued.text
+        access_token = issued.json()["access_token"]
+        assert agent.post("/oauth/token/", data=poll).json()["error"] in {"invalid_grant", "slow_down"}
+
+    server = clinic.cancel.tool_server
+    with httpx.Client(timeout=30) as http:
+        records = Caller(http, BASE, server, key=helpers.make_tool_server_client(server, owner=clinic.admin))
+        body = evaluation(access_token, "appointments.cancel", {"appointment_id": "A-1"})
+        assert records.evaluate(body).json()["decision"] is True
+        assert records.evaluate(body).json()["decision"] is False
+    assert ActionRequest.objects.get().status == RequestStatus.USED
