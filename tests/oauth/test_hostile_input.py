@@ -11,6 +11,8 @@ import json
 
 import pytest
 
+from governance.models import Agent
+
 OAUTH_FORM_ENDPOINTS = ["/oauth/token/", "/oauth/introspect/", "/oauth/revoke/"]
 
 
@@ -70,3 +72,44 @@ def test_a_registration_body_over_the_upload_limit_is_json_413(client):
     body = json.dumps({"redirect_uris": ["https://a.example/cb"], "client_name": "a" * (3 * 1024 * 1024)})
     response = client.post("/oauth/register/", body, content_type="application/json")
     _oauth_error(response, 413)
+
+
+REDIRECT = "https://agent.example.test/cb"
+
+
+@pytest.fixture
+def open_registration(settings, admin):
+    settings.GATEHOUSE_DCR_ORGANIZATION = "clinic"
+    settings.GATEHOUSE_DCR_OPEN = True
+
+
+def _register(client, body):
+    return client.post("/oauth/register/", json.dumps(body), content_type="application/json")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"redirect_uris": [REDIRECT], "client_name": "Helper\x00"},
+        {"redirect_uris": [REDIRECT], "client_name": "Helper\u202eredlif.exe"},
+        {"redirect_uris": [REDIRECT], "client_name": "Helper\x1b[31m"},
+        {"redirect_uris": [REDIRECT], "client_name": "a" * 195},
+        {"redirect_uris": [REDIRECT], "scope": "records.read_own\x00"},
+        {"redirect_uris": [REDIRECT], "jwks_uri": "https://a.example/\x00"},
+        {"redirect_uris": [REDIRECT + "\x00"]},
+    ],
+)
+def test_registration_refuses_unsafe_text(client, open_registration, body):
+    response = _register(client, body)
+    assert response.status_code == 400, response.content[:300]
+    assert json.loads(response.content)["error"] in ("invalid_client_metadata", "invalid_redirect_uri")
+    assert not Agent.objects.filter(description__contains="RFC 7591").exists()
+
+
+@pytest.mark.django_db
+def test_registration_keeps_a_plain_name_that_fills_the_column(client, open_registration):
+    response = _register(client, {"redirect_uris": [REDIRECT], "client_name": "é" * 180})
+    assert response.status_code == 201, response.content[:300]
+    agent = Agent.objects.get(application__client_id=json.loads(response.content)["client_id"])
+    assert agent.name.startswith("é" * 180) and len(agent.name) <= 200
