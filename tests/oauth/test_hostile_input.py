@@ -11,6 +11,8 @@ import json
 
 import pytest
 
+from audit.actions import Action, ActorType
+from audit.models import AuditEvent
 from governance.models import Agent
 
 OAUTH_FORM_ENDPOINTS = ["/oauth/token/", "/oauth/introspect/", "/oauth/revoke/"]
@@ -113,3 +115,35 @@ def test_registration_keeps_a_plain_name_that_fills_the_column(client, open_regi
     assert response.status_code == 201, response.content[:300]
     agent = Agent.objects.get(application__client_id=json.loads(response.content)["client_id"])
     assert agent.name.startswith("é" * 180) and len(agent.name) <= 200
+
+
+@pytest.mark.django_db
+def test_an_invented_client_id_is_recorded_anonymous_bounded_and_sanitised(client):
+    invented = "<script>alert(1)</script>" + "x" * 230
+    response = client.post(
+        "/oauth/token/", {"grant_type": "client_credentials", "client_id": invented, "client_secret": "s"}
+    )
+    assert response.status_code == 401
+    event = AuditEvent.objects.get(action=Action.TOKEN_REFUSED)
+    assert event.actor_type == ActorType.ANONYMOUS and event.actor_label == "anonymous (127.0.0.1)"
+    stored = json.loads(event.parameters)["client_id"]
+    assert len(stored) <= 100 and "<" not in stored and ">" not in stored
+
+
+@pytest.mark.django_db
+def test_a_flood_of_refusals_writes_a_bounded_number_of_events_and_counts_them(client, settings):
+    settings.GATEHOUSE_REFUSAL_EVENTS_PER_MINUTE = 10
+    for i in range(200):
+        response = client.post(
+            "/oauth/token/",
+            {"grant_type": "client_credentials", "client_id": f"nobody{i}", "client_secret": "s"},
+        )
+        assert response.status_code == 401
+    individual = AuditEvent.objects.filter(action=Action.TOKEN_REFUSED).count()
+    stored = AuditEvent.objects.filter(action=Action.TOKEN_REFUSALS_SUMMARISED).order_by("pk")
+    summaries = [json.loads(p) for p in stored.values_list("parameters", flat=True)]
+    # The minute may turn during the loop (two windows): the events stay few and one summary counts >= 80.
+    assert individual <= 20
+    assert 1 <= len(summaries) <= 8
+    assert max(s["refusals_this_minute"] for s in summaries) >= 80
+    assert all(s["recorded_individually"] == 10 for s in summaries)
