@@ -147,3 +147,89 @@ def test_a_flood_of_refusals_writes_a_bounded_number_of_events_and_counts_them(c
     assert 1 <= len(summaries) <= 8
     assert max(s["refusals_this_minute"] for s in summaries) >= 80
     assert all(s["recorded_individually"] == 10 for s in summaries)
+
+
+FORM_PARAMETERS = [
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+    "code",
+    "code_verifier",
+    "redirect_uri",
+    "refresh_token",
+    "scope",
+    "resource",
+    "token",
+    "token_type_hint",
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "audience",
+]
+AUTHORIZE_PARAMETERS = [
+    "client_id",
+    "response_type",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "resource",
+]
+HOSTILE = {"nul": "x\x00y", "long": "x" * 100_000}
+
+
+def _no_5xx(response):
+    assert response.status_code < 500, response.content[:300]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+@pytest.mark.parametrize("url", OAUTH_FORM_ENDPOINTS)
+def test_every_form_parameter_of_every_oauth_endpoint_survives_hostile_values(client, url, kind):
+    for grant_type in ("authorization_code", "client_credentials", "refresh_token"):
+        for name in FORM_PARAMETERS:
+            data = {"grant_type": grant_type, "client_id": "nobody", name: HOSTILE[kind]}
+            response = client.post(url, data)
+            _no_5xx(response)
+            assert response["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_every_authorization_parameter_survives_hostile_values(client, member, kind):
+    client.force_login(member)
+    for name in AUTHORIZE_PARAMETERS:
+        query = {"client_id": "nobody", "response_type": "code", name: HOSTILE[kind]}
+        _no_5xx(client.get("/oauth/authorize/", query))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+@pytest.mark.parametrize(
+    "name", ["redirect_uris", "client_name", "scope", "jwks_uri", "token_endpoint_auth_method", "grant_types"]
+)
+def test_every_registration_member_survives_hostile_values(client, open_registration, name, kind):
+    body = {"redirect_uris": [REDIRECT], name: HOSTILE[kind]}
+    response = _register(client, body)
+    _no_5xx(response)
+    body[name] = [HOSTILE[kind]]
+    _no_5xx(_register(client, body))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_the_decision_api_survives_hostile_values(client, kind):
+    for field in ("subject", "action", "resource", "context"):
+        body = {"subject": {"id": "a"}, "action": {"name": "a"}, "resource": {"id": "a"}}
+        body[field] = {"id": HOSTILE[kind], "name": HOSTILE[kind], "type": HOSTILE[kind]}
+        response = client.post(
+            "/access/v1/evaluation",
+            json.dumps(body),
+            content_type="application/json",
+            HTTP_AUTHORIZATION="Bearer " + HOSTILE[kind][:1000],
+        )
+        _no_5xx(response)
+    _no_5xx(client.post("/access/v1/evaluation", "a" * (3 * 1024 * 1024), content_type="application/json"))
