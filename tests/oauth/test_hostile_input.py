@@ -15,7 +15,7 @@ from audit.actions import Action, ActorType
 from audit.models import AuditEvent
 from governance.models import Agent
 
-OAUTH_FORM_ENDPOINTS = ["/oauth/token/", "/oauth/introspect/", "/oauth/revoke/"]
+OAUTH_FORM_ENDPOINTS = ["/oauth/token/", "/oauth/introspect/", "/oauth/revoke/", "/oauth/bc-authorize/"]
 
 
 def _oauth_error(response, status=400):
@@ -167,6 +167,9 @@ FORM_PARAMETERS = [
     "subject_token_type",
     "actor_token",
     "audience",
+    "login_hint",
+    "binding_message",
+    "auth_req_id",
 ]
 AUTHORIZE_PARAMETERS = [
     "client_id",
@@ -233,3 +236,21 @@ def test_the_decision_api_survives_hostile_values(client, kind):
         )
         _no_5xx(response)
     _no_5xx(client.post("/access/v1/evaluation", "a" * (3 * 1024 * 1024), content_type="application/json"))
+
+
+@pytest.mark.django_db
+def test_nul_in_the_audit_search_request_id_filter_is_a_plain_400(client, admin):
+    client.force_login(admin)
+    for url in ("/admin/audit/auditevent/", "/portal/audit/", "/portal/audit/api/events/"):
+        response = client.get(url, {"request_id": "abc\x00def"})
+        assert response.status_code == 400, (url, response.status_code)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_the_consent_form_survives_hostile_values(client, member, kind):
+    client.force_login(member)
+    for name in [*AUTHORIZE_PARAMETERS, "allow"]:
+        data = {"client_id": "nobody", "response_type": "code", "allow": "Allow", name: HOSTILE[kind]}
+        _no_5xx(client.post("/oauth/authorize/", data))
+    _no_5xx(client.post("/oauth/authorize/", {"client_id": "nobody", "pad": "a" * (3 * 1024 * 1024)}))
