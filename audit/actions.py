@@ -88,6 +88,9 @@ class Action(models.TextChoices):
     APPROVAL_TOKEN_ISSUED = "approval.token_issued"
     APPROVAL_TOKEN_USED = "approval.token_used"
 
+    # The OAuth edge (edge): refusals of one unauthenticated address beyond the per-minute budget, counted.
+    TOKEN_REFUSALS_SUMMARISED = "token.refusals_summarised"
+
     # Audit search (audit-search): an auditor or admin exported the log (the filters are the parameters).
     AUDIT_EXPORTED = "audit.exported"
 

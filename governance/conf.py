@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "DCR_OPEN": True,
     # Audit every successful introspection (refusals are always audited).
     "AUDIT_INTROSPECTION": False,
+    # Refusals of unauthenticated callers recorded one by one per address and minute; beyond, they are
+    # counted and summarised (``token.refusals_summarised``) so the audit log cannot be flooded.
+    "REFUSAL_EVENTS_PER_MINUTE": 20,
     # DPoP (RFC 9449).
     "DPOP_IAT_WINDOW_SECONDS": 60,
     "DPOP_IAT_FUTURE_SECONDS": 5,

@@ -31,6 +31,14 @@ def _forget_cached_signing_key():
     forget_signing_key()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_refusal_budget():
+    """Each test's unauthenticated refusals are counted from zero (the budget is per address and minute)."""
+    from governance.oauth.endpoint import forget_refusal_counts
+
+    forget_refusal_counts()
+
+
 @pytest.fixture
 def system():
     return SYSTEM

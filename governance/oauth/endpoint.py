@@ -12,11 +12,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
+import uuid
 
+from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpResponse, JsonResponse
 
+from audit import context
 from audit.actions import Action
+from governance.conf import gatehouse_settings
 from governance.oauth import params, refusals, state
 from governance.oauth.refusals import Refusal, RefusalEvent
 
@@ -107,10 +112,55 @@ def _record_refusal(name: str, request, response, *, generic: bool) -> None:
         if not generic or response.status_code < 400:
             return
         event = _token_refused(name, request, response, current)
+    if event.agent is None and event.tool_server is None:
+        event = _within_budget(name, event)
+        if event is None:
+            return
     try:
         refusals.record(event)
     except Exception:  # the refusal stands; the failure to audit it is logged
         log.exception("a token refusal could not be audited")
+
+
+# Changed by :func:`forget_refusal_counts` (tests) so each test starts with a fresh budget.
+_generation = uuid.uuid4().hex[:8]
+
+
+def forget_refusal_counts() -> None:
+    global _generation
+    _generation = uuid.uuid4().hex[:8]
+
+
+def _within_budget(name: str, event: RefusalEvent) -> RefusalEvent | None:
+    """An unauthenticated refusal as it is recorded: itself while its address has refusals left this minute
+    (``REFUSAL_EVENTS_PER_MINUTE``); beyond, counted in the cache, and only at the 2nd, 4th, 8th... multiple
+    of the budget one ``token.refusals_summarised`` event carrying the window's count so far (None: counted,
+    not recorded).  So a flood writes a logarithmic number of events and the log still shows its size."""
+    budget = gatehouse_settings.REFUSAL_EVENTS_PER_MINUTE
+    address = context.current().client_ip or "unknown"
+    window = int(time.time() // 60)
+    key = f"gatehouse:refusals:{_generation}:{address}:{window}"
+    try:
+        cache.add(key, 0, timeout=120)
+        count = cache.incr(key)
+    except Exception:  # no cache: record every refusal rather than lose one
+        log.exception("refusals could not be counted")
+        return event
+    if count <= budget:
+        return event
+    multiple, remainder = divmod(count, budget)
+    if remainder or multiple & (multiple - 1):
+        return None
+    return RefusalEvent(
+        action=Action.TOKEN_REFUSALS_SUMMARISED,
+        error=event.error,
+        parameters={
+            "endpoint": name,
+            "refusals_this_minute": count,
+            "recorded_individually": budget,
+            "window_start": window * 60,
+        },
+    )
 
 
 def _token_refused(name: str, request, response, current: state.BrokerRequest) -> RefusalEvent:
@@ -124,7 +174,7 @@ def _token_refused(name: str, request, response, current: state.BrokerRequest) -
         "reason": current.reason,
     }
     if current.client_id:
-        parameters["client_id"] = current.client_id
+        parameters["client_id"] = current.client_id  # bounded and sanitised by refusals.record
     return RefusalEvent(
         action=Action.TOKEN_REFUSED,
         error=str(error)[:64],

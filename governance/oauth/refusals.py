@@ -11,13 +11,16 @@ Values are identifiers and capability keys, never a token or a secret.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
 
+from audit import context
 from audit import services as audit
-from audit.actions import Action, Result
+from audit.actions import Action, ActorType, Result
+from audit.services import Actor
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +65,33 @@ class Refusal(Exception):
         self.details = details
 
 
+# Parameters the caller chooses freely (an invented client_id: any 255 characters, HTML included): stored
+# bounded, and with anything but the characters of a real client id or grant type replaced.
+CALLER_CHOSEN = ("client_id", "grant_type")
+MAX_CALLER_CHOSEN = 100
+_UNSAFE = re.compile(r"[^A-Za-z0-9._~:-]")
+
+
+def caller_chosen(value: str) -> str:
+    """A caller-chosen identifier as the audit stores it: at most 100 characters, unsafe ones as ``?``."""
+    return _UNSAFE.sub("?", value[:MAX_CALLER_CHOSEN])
+
+
+def anonymous() -> Actor:
+    """The actor of a refusal no client authentication backs: anonymous, at the request's address."""
+    address = context.current().client_ip or "unknown address"
+    return Actor(type=ActorType.ANONYMOUS, label=f"anonymous ({address})")
+
+
 def record(event: RefusalEvent) -> None:
     """Record a refused request in its own transaction: the request fails, the event stays."""
     params = {"error": event.error, **event.parameters}
+    for name in CALLER_CHOSEN:
+        if isinstance(params.get(name), str):
+            params[name] = caller_chosen(params[name])
     if event.audience:
         params["audience"] = event.audience
-    actor = event.agent or event.tool_server
+    actor = event.agent or event.tool_server or anonymous()
     with transaction.atomic():
         audit.record(
             action=event.action,

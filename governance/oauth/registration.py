@@ -32,9 +32,12 @@ from governance.keys import validate_public_jwks
 from governance.models import Agent, Capability, InitialAccessToken, Organization, Role, User
 from governance.models.agents import AgentKind, AgentStatus, TokenEndpointAuthMethod
 from governance.oauth.endpoint import oauth_endpoint, oauth_error
+from governance.text import text_problem
 
 MAX_BODY = 16 * 1024
 MAX_REDIRECT_URIS = 10
+# The agent's name is the client's name and " (" + 8 characters of its client_id + ")": 200 in all.
+MAX_CLIENT_NAME = 180
 ALLOWED_GRANT_TYPES = {"authorization_code", "refresh_token"}
 REGISTRANT = Actor(type=ActorType.ANONYMOUS, label="dynamic client registration")
 
@@ -56,7 +59,7 @@ def _redirect_uris(value) -> list[str]:
     if not isinstance(value, list) or not value or len(value) > MAX_REDIRECT_URIS:
         raise RegistrationError("invalid_redirect_uri", "Register between one and ten redirect_uris.")
     for uri in value:
-        if not isinstance(uri, str) or len(uri) > 2000 or "#" in uri or " " in uri:
+        if not isinstance(uri, str) or text_problem(uri, max_length=2000) or "#" in uri or " " in uri:
             raise RegistrationError("invalid_redirect_uri", "A redirect URI is malformed.")
         parts = urlsplit(uri)
         loopback = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "::1", "localhost")
@@ -69,11 +72,13 @@ def _redirect_uris(value) -> list[str]:
 
 
 def _text(metadata: dict, name: str, limit: int) -> str:
+    """A string member held to the one text rule (:func:`governance.text.text_problem`): no control or
+    bidirectional formatting characters, no NUL, at most ``limit`` characters."""
     value = metadata.get(name, "")
-    if not isinstance(value, str) or len(value) > limit:
-        raise RegistrationError(
-            "invalid_client_metadata", f"{name} must be a string of at most {limit} characters."
-        )
+    if not isinstance(value, str):
+        raise RegistrationError("invalid_client_metadata", f"{name} must be a string.")
+    if problem := text_problem(value, max_length=limit):
+        raise RegistrationError("invalid_client_metadata", f"{name} {problem}.")
     return value
 
 
@@ -100,7 +105,7 @@ def validate_metadata(metadata) -> dict:
         "token_endpoint_auth_method": method,
         "grant_types": grant_types,
         "response_types": ["code"],
-        "client_name": _text(metadata, "client_name", 200),
+        "client_name": _text(metadata, "client_name", MAX_CLIENT_NAME),
         "scope": " ".join(_text(metadata, "scope", 1000).split()),
         "jwks_uri": _text(metadata, "jwks_uri", 500),
     }
