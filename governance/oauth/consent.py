@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django import forms
 from django.conf import settings
@@ -143,6 +143,14 @@ class ConsentForm(AllowForm):
     max_age = forms.CharField(required=False, max_length=12, widget=forms.HiddenInput())
 
 
+def with_issuer(uri: str) -> str:
+    """``uri`` with RFC 9207's ``iss`` = this issuer in its query, replacing any ``iss`` already there."""
+    parts = urlsplit(uri)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "iss"]
+    query.append(("iss", settings.GATEHOUSE_ISSUER))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 class ConsentView(AuthorizationView):
     template_name = "oauth2_provider/authorize.html"
     error_template_name = "governance/authorize_error.html"
@@ -248,13 +256,17 @@ class ConsentView(AuthorizationView):
             params = {"error": refusal.redirect_error, "error_description": refusal.sentence}
             if state:
                 params["state"] = state
-            params["iss"] = settings.GATEHOUSE_ISSUER
             separator = "&" if "?" in redirect_uri else "?"
             application = agent.application if agent else None
             return self.redirect(f"{redirect_uri}{separator}{urlencode(params)}", application)
         return render(
             self.request, self.error_template_name, {"sentence": refusal.sentence}, status=refusal.status
         )
+
+    def redirect(self, redirect_to, application):
+        """Every redirect of this endpoint to the client (code, denial, every error: DOT's, oauthlib's and
+        ours) leaves through here, so each carries RFC 9207 ``iss``, exactly once."""
+        return super().redirect(with_issuer(redirect_to), application)
 
     def dispatch(self, request, *args, **kwargs):
         token = state.begin("authorize")
