@@ -75,6 +75,18 @@ class ConsentPlan:
         return [line.capability for line in self.lines if line.status in statuses and line.capability]
 
     @property
+    def consented(self) -> list[Capability]:
+        """What the person's Allow creates or renews: new grants consent may give, and existing grants it
+        could have given.  An existing grant consent could not give (high risk, approval) is honoured as it
+        stands (with its step-up) but never created nor extended by consent."""
+        return [
+            line.capability
+            for line in self.lines
+            if line.capability
+            and (line.status == CONSENT or (line.status == GRANTED and not needs_approver(line.capability)))
+        ]
+
+    @property
     def not_granted(self) -> dict[str, list[str]]:
         return {s: self.keys(s) for s in (OUTSIDE_CEILING, NEEDS_APPROVER, UNKNOWN)}
 
@@ -429,13 +441,14 @@ class ConsentView(AuthorizationView):
                 state=None,
             )
         try:
-            grant_consent(
-                actor=self.request.user,
-                agent=plan.agent,
-                capabilities=consentable,
-                audience=audience,
-                not_granted=plan.not_granted,
-            )
+            if plan.consented:  # only existing high-risk grants asked: nothing for consent to write
+                grant_consent(
+                    actor=self.request.user,
+                    agent=plan.agent,
+                    capabilities=plan.consented,
+                    audience=audience,
+                    not_granted=plan.not_granted,
+                )
         except GovernanceError as exc:
             return render(self.request, self.error_template_name, {"sentence": exc.message}, status=403)
         # The code carries only what the user's grants now cover; the rest was shown as not granted.
