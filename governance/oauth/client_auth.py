@@ -9,8 +9,10 @@ Django's cache (Redis in production), keyed per client, for the assertion's rema
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -71,19 +73,67 @@ def unverified_issuer(assertion: str) -> str | None:
     return iss if isinstance(iss, str) and 0 < len(iss) <= 255 else None
 
 
+JWKS_FAILURE_CACHE_SECONDS = 60
+
+
+def jwks_uri_refusal(uri: str) -> str | None:
+    """Why Gatehouse will not fetch ``uri`` (None when it may).  Outside ``DEBUG``: ``https`` only, and the
+    host must resolve only to public unicast addresses (no loopback, private, link-local, multicast or
+    reserved ones: no blind SSRF into the deployment's network).  ``DEBUG``: ``http`` and loopback too."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return "the client's jwks_uri is not a valid URL"
+    if not parts.hostname or parts.username or parts.password:
+        return "the client's jwks_uri is not a valid URL"
+    if settings.DEBUG:
+        return None if parts.scheme in ("https", "http") else "the client's jwks_uri is not https"
+    if parts.scheme != "https":
+        return "the client's jwks_uri is not https"
+    try:
+        addresses = {
+            info[4][0] for info in socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+        }
+    except (OSError, UnicodeError):
+        return "the client's jwks_uri does not resolve"
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if not ip.is_global or ip.is_multicast:
+            return "the client's jwks_uri resolves to a non-public address"
+    return None
+
+
 def _fetch_jwks(uri: str, *, force: bool = False) -> dict:
+    """The one fetcher of a client's JWKS URI (agents and tool servers): refused targets never fetched
+    (:func:`jwks_uri_refusal`), no redirects, a per-step timeout, a size cap, the answer cached, and a failure
+    cached for :data:`JWKS_FAILURE_CACHE_SECONDS` so a bad URI is not fetched on every authentication."""
     cache_key = "gh:client-jwks:" + hashlib.sha256(uri.encode()).hexdigest()
     stamp_key = cache_key + ":fetched"
+    failed_key = cache_key + ":failed"
+    failure = cache.get(failed_key)
+    if failure is not None:
+        raise AssertionRejected(failure)
     if not force:
         cached = cache.get(cache_key)
         if cached is not None:
             return cached
     elif (cache.get(stamp_key) or 0) > time.time() - 30:
         return cache.get(cache_key) or {"keys": []}
-    parts = urlsplit(uri)
-    loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
-    if parts.scheme != "https" and not (parts.scheme == "http" and (loopback or settings.DEBUG)):
-        raise AssertionRejected("the client's jwks_uri is not https")
+    try:
+        keys = _download_jwks(uri)
+    except AssertionRejected as rejected:
+        cache.set(failed_key, rejected.reason, JWKS_FAILURE_CACHE_SECONDS)
+        raise
+    cache.set(cache_key, keys, gatehouse_settings.CLIENT_JWKS_CACHE_SECONDS)
+    cache.set(stamp_key, time.time(), gatehouse_settings.CLIENT_JWKS_CACHE_SECONDS)
+    return keys
+
+
+def _download_jwks(uri: str) -> dict:
+    refusal = jwks_uri_refusal(uri)
+    if refusal is not None:
+        raise AssertionRejected(refusal)
     try:
         response = requests.get(
             uri,
@@ -104,8 +154,6 @@ def _fetch_jwks(uri: str, *, force: bool = False) -> dict:
             raise ValueError
     except ValueError:
         raise AssertionRejected("the client's jwks_uri did not answer with a JWK Set") from None
-    cache.set(cache_key, keys, gatehouse_settings.CLIENT_JWKS_CACHE_SECONDS)
-    cache.set(stamp_key, time.time(), gatehouse_settings.CLIENT_JWKS_CACHE_SECONDS)
     return keys
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django import forms
 from django.conf import settings
@@ -73,6 +73,18 @@ class ConsentPlan:
 
     def capabilities(self, *statuses: str) -> list[Capability]:
         return [line.capability for line in self.lines if line.status in statuses and line.capability]
+
+    @property
+    def consented(self) -> list[Capability]:
+        """What the person's Allow creates or renews: new grants consent may give, and existing grants it
+        could have given.  An existing grant consent could not give (high risk, approval) is honoured as it
+        stands (with its step-up) but never created nor extended by consent."""
+        return [
+            line.capability
+            for line in self.lines
+            if line.capability
+            and (line.status == CONSENT or (line.status == GRANTED and not needs_approver(line.capability)))
+        ]
 
     @property
     def not_granted(self) -> dict[str, list[str]]:
@@ -141,6 +153,14 @@ class ConsentForm(AllowForm):
     # Step-up (OpenID-style, RFC 9470 §4): checked again when the person allows.
     acr_values = forms.CharField(required=False, max_length=500, widget=forms.HiddenInput())
     max_age = forms.CharField(required=False, max_length=12, widget=forms.HiddenInput())
+
+
+def with_issuer(uri: str) -> str:
+    """``uri`` with RFC 9207's ``iss`` = this issuer in its query, replacing any ``iss`` already there."""
+    parts = urlsplit(uri)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "iss"]
+    query.append(("iss", settings.GATEHOUSE_ISSUER))
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class ConsentView(AuthorizationView):
@@ -248,13 +268,17 @@ class ConsentView(AuthorizationView):
             params = {"error": refusal.redirect_error, "error_description": refusal.sentence}
             if state:
                 params["state"] = state
-            params["iss"] = settings.GATEHOUSE_ISSUER
             separator = "&" if "?" in redirect_uri else "?"
             application = agent.application if agent else None
             return self.redirect(f"{redirect_uri}{separator}{urlencode(params)}", application)
         return render(
             self.request, self.error_template_name, {"sentence": refusal.sentence}, status=refusal.status
         )
+
+    def redirect(self, redirect_to, application):
+        """Every redirect of this endpoint to the client (code, denial, every error: DOT's, oauthlib's and
+        ours) leaves through here, so each carries RFC 9207 ``iss``, exactly once."""
+        return super().redirect(with_issuer(redirect_to), application)
 
     def dispatch(self, request, *args, **kwargs):
         token = state.begin("authorize")
@@ -417,13 +441,14 @@ class ConsentView(AuthorizationView):
                 state=None,
             )
         try:
-            grant_consent(
-                actor=self.request.user,
-                agent=plan.agent,
-                capabilities=consentable,
-                audience=audience,
-                not_granted=plan.not_granted,
-            )
+            if plan.consented:  # only existing high-risk grants asked: nothing for consent to write
+                grant_consent(
+                    actor=self.request.user,
+                    agent=plan.agent,
+                    capabilities=plan.consented,
+                    audience=audience,
+                    not_granted=plan.not_granted,
+                )
         except GovernanceError as exc:
             return render(self.request, self.error_template_name, {"sentence": exc.message}, status=403)
         # The code carries only what the user's grants now cover; the rest was shown as not granted.

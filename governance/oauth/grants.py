@@ -49,7 +49,9 @@ class RefusedError(errors.OAuth2Error):
 
     @property
     def headers(self) -> dict[str, str]:
-        return {**super().headers, **self._extra_headers}
+        # Raised from a storage hook (after oauthlib built its answer), DOT answers with these headers only.
+        json_answer = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
+        return {**json_answer, **super().headers, **self._extra_headers}
 
 
 def refused(refusal: Refusal, request: Any) -> RefusedError:

@@ -39,6 +39,33 @@ def endpoint_audiences(request) -> set[str]:
     return client_auth.assertion_audiences(urlsplit(request.uri or "").path)
 
 
+def _lock_refresh_token(request) -> None:
+    """Rotation is atomic: lock the presented refresh token's row (``SELECT ... FOR UPDATE``, inside DOT's
+    save transaction) and refuse unless it is still unrevoked.  Of two parallel refreshes with one token,
+    the first rotates it; the second, validated before that commit, waits here and gets ``invalid_grant``
+    without touching the family: its token was live when presented, so this is a lost race, not reuse
+    (RFC 9700 §4.14.2).  A later presentation of the rotated token is reuse and revokes the family."""
+    presented = getattr(request, "refresh_token_instance", None)
+    if presented is None:
+        return
+    live = (
+        get_refresh_token_model()
+        .objects.select_for_update()
+        .filter(pk=presented.pk, revoked__isnull=True)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if live is None:
+        raise refused(
+            Refusal(
+                "invalid_grant",
+                "The refresh token is invalid, expired or revoked.",
+                reason="refresh token rotated by a concurrent request",
+            ),
+            request,
+        )
+
+
 class GatehouseValidator(OAuth2Validator):
     # ---- loading and authenticating clients -------------------------------------------------------------
     def _load_application(self, client_id, request):
@@ -220,6 +247,8 @@ class GatehouseValidator(OAuth2Validator):
 
     # ---- storing tokens ---------------------------------------------------------------------------------
     def _save_bearer_token(self, token, request, *args, **kwargs):
+        if request.grant_type == "refresh_token":
+            _lock_refresh_token(request)
         super()._save_bearer_token(token, request, *args, **kwargs)
         if request.grant_type == "authorization_code" and getattr(request, "code", None):
             remember_redeemed_code(

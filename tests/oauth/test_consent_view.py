@@ -268,3 +268,44 @@ def test_consent_page_csp_lets_its_form_end_at_the_registered_redirect_uri_only(
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
     page = response.content.decode()
     assert "<style" not in page and " style=" not in page and "<script>" not in page
+
+
+def test_an_existing_high_risk_or_approval_grant_is_honoured_by_consent_without_being_extended(
+    browser, voice, tool_server, member, caps
+):
+    """Consent may not create a high-risk or approval-only grant, but one an admin gave is honoured."""
+    delete = GrantFactory(agent=voice, user=member, capability=caps["delete"])
+    export = GrantFactory(agent=voice, user=member, capability=caps["export"])
+    before = {g.pk: g.expires_at for g in (delete, export)}
+    scope = "records.read_own records.delete records.export"
+    page = browser.get(reverse("oauth:authorize"), authorize_params(voice, tool_server, scope))
+    assert page.status_code == 200, page.get("Location")
+    statuses = {line.key: line.status for line in page.context["lines"]}
+    assert statuses["records.delete"] == statuses["records.export"] == "granted"
+    response = browser.post(reverse("oauth:authorize"), {**form_of(page), "allow": "Authorize"})
+    assert response.status_code == 302, response.content[:300]
+    query = parse_qs(urlsplit(response["Location"]).query)
+    assert "code" in query and "error" not in query
+    [code] = get_grant_model().objects.filter(application=voice.application, user=member)
+    assert set(code.scope.split()) == set(scope.split())
+    # Consent created only the low-risk grant; the admin's grants are untouched (not renewed, not duplicated).
+    assert Grant.objects.filter(agent=voice, user=member, capability=caps["delete"]).count() == 1
+    assert Grant.objects.filter(agent=voice, user=member, capability=caps["export"]).count() == 1
+    for grant in Grant.objects.filter(pk__in=before):
+        assert grant.expires_at == before[grant.pk]
+    [event] = events("consent.given")
+    assert event.capabilities == "records.read_own"
+
+
+def test_only_existing_high_risk_grants_asked_still_get_a_code(browser, voice, tool_server, member, caps):
+    GrantFactory(agent=voice, user=member, capability=caps["delete"])
+    page = browser.get(reverse("oauth:authorize"), authorize_params(voice, tool_server, "records.delete"))
+    response = browser.post(reverse("oauth:authorize"), {**form_of(page), "allow": "Authorize"})
+    assert response.status_code == 302 and "code" in parse_qs(urlsplit(response["Location"]).query)
+    assert not events("consent.given")
+    # Without the grant, consent still cannot give it: the code is never issued.
+    Grant.objects.filter(capability=caps["delete"]).delete()
+    page = browser.get(reverse("oauth:authorize"), authorize_params(voice, tool_server, "records.delete"))
+    response = browser.post(reverse("oauth:authorize"), {**form_of(page), "allow": "Authorize"})
+    assert response.status_code in (302, 400, 403)
+    assert "code" not in parse_qs(urlsplit(response.get("Location", "")).query)
