@@ -155,3 +155,37 @@ def test_a_second_admin_approves_a_high_risk_grant_from_the_inbox(page, world, s
         .filter(agent=world["agent"], user=world["approver"], capability=world["export"])
         .exists()
     )
+
+
+EMAILED_LINK = re.compile(r"http://[^\s\"<>]+?(/portal/approvals/link/[A-Za-z0-9_-]+/)")
+
+
+def test_a_second_admin_approves_a_high_risk_grant_from_the_emailed_link(page, world, mailoutbox):
+    """The email's one-time link opens a confirmation page; only the POST of its Approve button decides."""
+    second = AdminFactory(organization=world["org"], username="bert")
+    grant_request_create(
+        actor=second, agent=world["agent"], capability=world["export"], user=world["approver"]
+    )
+    to_alice = [m for m in mailoutbox if m.to == [world["admin"].email]]
+    assert len(to_alice) == 1, [m.to for m in mailoutbox]
+    link = EMAILED_LINK.search(to_alice[0].body).group(1)
+    sign_in(page, "alice")
+    # The capability is critical: a fresh second factor first, then the link (GET shows, never decides).
+    device = TOTPDevice.objects.create(user=world["admin"], name="phone", confirmed=True)
+    page.goto(f"/portal/mfa/verify/?next={link}")
+    page.get_by_label("Code").fill(code_for(device))
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url(re.compile(re.escape(link) + "$"))
+    expect(page.locator("main")).to_contain_text("records.export")
+    assert not Grant.objects.active().filter(agent=world["agent"], capability=world["export"]).exists()
+    page.get_by_label(re.compile("^Reason")).fill("covering nights")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator("main")).to_contain_text("approved", ignore_case=True)
+    assert (
+        Grant.objects.active()
+        .filter(agent=world["agent"], user=world["approver"], capability=world["export"])
+        .exists()
+    )
+    # The link was for one use: opening it again is refused with a plain sentence.
+    page.goto(link)
+    expect(page.locator("main")).not_to_contain_text("Approve")
