@@ -114,3 +114,31 @@ def test_outside_debug_loopback_private_and_http_targets_are_never_fetched(serve
     ):
         assert jwks_uri_refusal(target) is not None, target
     assert jwks_uri_refusal("https://93.184.216.34/jwks") is None  # a public address (not fetched here)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_token_requests_fetch_a_failing_jwks_uri_once_and_an_unsafe_one_never(
+    server, settings, issuer, http, world
+):
+    """Over HTTP, as the defect was found: repeated client authentications against a ``jwks_uri`` that
+    fails fetch it once (the failure is cached); outside DEBUG a loopback ``jwks_uri`` is never fetched."""
+    agent, key = world.background_agent()
+    helpers.grant(agent, world.read)
+
+    def authenticate(path: str) -> None:
+        uri = f"{server}{path}"
+        _forget(uri)
+        type(agent).objects.filter(pk=agent.pk).update(jwks={}, jwks_uri=uri)
+        for _ in range(4):
+            data = {"grant_type": "client_credentials", "scope": "records.read_own"}
+            data["resource"] = world.records.audience
+            data.update(helpers.assertion_params(key, agent.application.client_id, f"{issuer}/oauth/token/"))
+            response = http.post(f"{issuer}/oauth/token/", data=data)
+            assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+    settings.DEBUG = True
+    authenticate("/broken")
+    assert _Handler.hits == {"/broken": 1}
+    settings.DEBUG = False
+    authenticate("/private")
+    assert "/private" not in _Handler.hits
