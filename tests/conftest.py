@@ -2,6 +2,7 @@ import pytest
 from django.conf import settings
 
 from audit.services import SYSTEM
+from governance.oauth.endpoint import forget_refusal_counts
 from tests.factories import (
     AdminFactory,
     AgentFactory,
@@ -34,8 +35,6 @@ def _forget_cached_signing_key():
 @pytest.fixture(autouse=True)
 def _fresh_refusal_budget():
     """Each test's unauthenticated refusals are counted from zero (the budget is per address and minute)."""
-    from governance.oauth.endpoint import forget_refusal_counts
-
     forget_refusal_counts()
 
 
