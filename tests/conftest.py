@@ -3,6 +3,7 @@ from django.conf import settings
 
 from audit.services import SYSTEM
 from governance.oauth.endpoint import forget_refusal_counts
+from governance.oauth.signing_keys import forget_signing_key
 from tests.factories import (
     AdminFactory,
     AgentFactory,
@@ -24,9 +25,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _forget_cached_signing_key():
-    """Each test's database starts without the previous test's keys; so must the per-process key cache."""
-    from governance.oauth.signing_keys import forget_signing_key
-
+    """Each test's database starts without the previous test's keys; so must the per-process key caches."""
     forget_signing_key()
     yield
     forget_signing_key()

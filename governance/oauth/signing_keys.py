@@ -79,9 +79,11 @@ _cached: tuple[float, SigningKey, jwk.JWK] | None = None
 
 
 def forget_signing_key() -> None:
-    """Drop this process's cached signing key (after a rotation; tests whose database is reset)."""
-    global _cached
+    """Drop this process's cached keys, the one that signs and the published ones that verify (after a
+    rotation; tests whose database is reset)."""
+    global _cached, _verifying
     _cached = None
+    _verifying = None
 
 
 def signing_key() -> tuple[SigningKey, jwk.JWK]:
@@ -137,10 +139,6 @@ def public_jwk_set() -> jwk.JWKSet:
 _verifying: tuple[float, dict[str, jwk.JWK]] | None = None
 _verifying_reread_at = 0.0
 
-
-def forget_verification_keys() -> None:
-    global _verifying
-    _verifying = None
 
 
 def verification_key(kid: str) -> jwk.JWK | None:

@@ -12,8 +12,10 @@ import pytest
 from jwcrypto import jwk, jws
 from jwcrypto.common import base64url_encode
 
+from audit.services import SYSTEM
 from gatehouse_toolkit import AccessTokenVerifier, JWKSCache, TokenRejected, ToolServerSettings
 from governance.oauth import signing_keys
+from governance.services.signing_keys import signing_key_rotate
 from tests.toolkit.conftest import ISSUER, RESOURCE, Clock
 
 
@@ -77,8 +79,7 @@ def test_unknown_kid_refreshes_once_then_a_rotated_key_is_accepted(live):
     # Gatehouse rotates: the new key is published and signs at once.  The first token with the new kid
     # makes the cache fetch again (the last fetch is older than the minimum interval).
     clock.now += 31
-    signing_keys.rotate(now=True)
-    signing_keys.forget_signing_key()
+    signing_key_rotate(actor=SYSTEM, now=True)
     fresh = live.token()
     assert parts(fresh)[0]["kid"] != parts(first)[0]["kid"]
     verifier.verify(fresh)
