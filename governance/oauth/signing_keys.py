@@ -140,7 +140,6 @@ _verifying: tuple[float, dict[str, jwk.JWK]] | None = None
 _verifying_reread_at = 0.0
 
 
-
 def verification_key(kid: str) -> jwk.JWK | None:
     """The published public key named ``kid`` (None when no published key has that kid)."""
     global _verifying, _verifying_reread_at
