@@ -14,6 +14,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from playwright.sync_api import expect
 
 from approvals.services import grant_request_create
+from config.celery import app as celery_app
 from governance.models import Grant
 from tests.browser.conftest import sign_in
 from tests.factories import AdminFactory
@@ -160,7 +161,19 @@ def test_a_second_admin_approves_a_high_risk_grant_from_the_inbox(page, world, s
 EMAILED_LINK = re.compile(r"http://[^\s\"<>]+?(/portal/approvals/link/[A-Za-z0-9_-]+/)")
 
 
-def test_a_second_admin_approves_a_high_risk_grant_from_the_emailed_link(page, world, mailoutbox):
+@pytest.fixture
+def mail_sent_in_process():
+    """The approval email is a Celery task; with REDIS_URL it would go to a worker (tests/approvals run one),
+    here it runs in this process so the mail lands in Django's test outbox."""
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = eager
+
+
+def test_a_second_admin_approves_a_high_risk_grant_from_the_emailed_link(
+    page, world, mailoutbox, mail_sent_in_process
+):
     """The email's one-time link opens a confirmation page; only the POST of its Approve button decides."""
     second = AdminFactory(organization=world["org"], username="bert")
     grant_request_create(
