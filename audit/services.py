@@ -16,6 +16,7 @@ from audit.actions import Action, ActorType, Result
 from audit.masking import clean, clean_string
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.selectors import lane_heads
+from config.db import prepared_cursor
 
 # PostgreSQL advisory locks: lane L's appends are serialised by LANE_LOCK_BASE + L, checkpoints by their own.
 LANE_LOCK_BASE = 0x6761746568_00  # "gateh", then the lane number
@@ -209,7 +210,7 @@ def appended(values: dict, row, alias: str) -> AuditEvent:
 
 def _append_postgresql(connection, values: dict) -> AuditEvent:
     sql, params = append_call(values)
-    with connection.cursor() as cursor:
+    with prepared_cursor(connection) as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return appended(values, row, connection.alias)

@@ -116,10 +116,10 @@ def database(*, var_dir: Path) -> dict:
         config["TEST"] = {"NAME": str(var_dir / "test.sqlite3")}
     elif config["ENGINE"] == "django.db.backends.postgresql":
         config.setdefault("OPTIONS", {})
-        # Django's own queries bind client-side and are never prepared.  Only the token endpoint's two
-        # statements (governance.oauth.issuance_queries.prepared_cursor) ask for server-side prepared
-        # statements; 0 = at once.  Off (None) behind a pooler that cannot keep them (PgBouncer < 1.21 in
-        # transaction mode).
+        # Django's own queries bind client-side and are never prepared.  Only the hot paths' statements
+        # (config.db.prepared_cursor: the token endpoint, the decision API, the audit append) ask for
+        # server-side prepared statements; 0 = at once.  Off (None) behind a pooler that cannot keep them
+        # (PgBouncer < 1.21 in transaction mode).
         prepared = flag("DATABASE_PREPARED_STATEMENTS", default=True)
         config["OPTIONS"].setdefault("prepare_threshold", 0 if prepared else None)
     return config

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from django.http import HttpRequest
-from oauth2_provider.oauth2_backends import get_oauthlib_core
-from oauthlib.common import Request as OauthlibRequest
 from rest_framework import exceptions, serializers, status
 from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.response import Response
@@ -23,7 +21,7 @@ from approvals.details import parse_details
 from approvals.models import ActionRequest
 from governance.errors import GovernanceError, InvalidInput, NotPermitted
 from governance.models import Agent, Capability, User
-from governance.oauth.principals import principal_for
+from governance.oauth.validator import authenticate_request_client
 
 AUTH_FIELDS = ("client_id", "client_secret", "client_assertion", "client_assertion_type")
 MAX_BODY_BYTES = 64 * 1024
@@ -44,13 +42,7 @@ def domain_error(exc: GovernanceError) -> ApiError:
 def authenticate_agent(request: HttpRequest, data: Mapping) -> Agent | None:
     """The active agent whose client credentials came with the request (the token endpoint's rules)."""
     body = {name: data[name] for name in AUTH_FIELDS if isinstance(data.get(name), str)}
-    core = get_oauthlib_core()
-    headers = core.extract_headers(request)  # as DOT hands them to oauthlib at the token endpoint
-    oauth_request = OauthlibRequest(request.build_absolute_uri(), request.method, body, headers)
-    validator = core.server.request_validator
-    if not validator.authenticate_client(oauth_request):
-        return None
-    principal = principal_for(oauth_request.client)
+    principal = authenticate_request_client(request, body)
     return principal if isinstance(principal, Agent) and principal.is_active else None
 
 

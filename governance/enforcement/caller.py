@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import json
 import time
-from urllib.parse import urlencode
 
 from jwcrypto.common import base64url_decode
-from oauth2_provider.oauth2_backends import get_oauthlib_core
-from oauthlib.common import Request as OauthlibRequest
 
 from governance.conf import gatehouse_settings
 from governance.models import ToolServer
 from governance.oauth.client_auth import ASSERTION_TYPE, MAX_ASSERTION_LENGTH
 from governance.oauth.introspection import authenticate_tool_server
-from governance.oauth.principals import principal_for
 
 MAX_ASSERTION_LIFETIME = 300
 
@@ -54,14 +50,6 @@ def authenticate_caller(request) -> ToolServer | None:
         return None
     if not _short_lived(credentials):
         return None
-    body = urlencode({"client_assertion_type": ASSERTION_TYPE, "client_assertion": credentials})
-    oauth_request = OauthlibRequest(
-        request.build_absolute_uri(request.path),
-        "POST",
-        body,
-        {"Content-Type": "application/x-www-form-urlencoded"},
+    return authenticate_tool_server(
+        request, {"client_assertion_type": ASSERTION_TYPE, "client_assertion": credentials}
     )
-    if not get_oauthlib_core().server.request_validator.authenticate_client(oauth_request):
-        return None
-    principal = principal_for(oauth_request.client)
-    return principal if isinstance(principal, ToolServer) else None

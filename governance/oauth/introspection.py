@@ -11,8 +11,6 @@ from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from oauth2_provider.oauth2_backends import get_oauthlib_core
-from oauthlib.common import Request as OauthlibRequest
 
 from audit import services as audit
 from audit.actions import Action
@@ -20,22 +18,23 @@ from governance.conf import gatehouse_settings
 from governance.models import ToolServer
 from governance.oauth import state
 from governance.oauth.endpoint import oauth_endpoint, oauth_error
-from governance.oauth.principals import principal_for
 from governance.oauth.refusals import RefusalEvent
 from governance.oauth.tokens import describe, find_record, still_valid
+from governance.oauth.validator import authenticate_request_client
 
 INACTIVE = {"active": False}
 
 
-def authenticate_tool_server(request) -> ToolServer | None:
-    """The tool server the request's client credentials authenticate (DOT's validator decides), or None."""
-    core = get_oauthlib_core()
-    uri, method, body, headers = core._extract_params(request)
-    oauth_request = OauthlibRequest(uri, method, body, headers)
-    if not core.server.request_validator.authenticate_client(oauth_request):
-        return None
-    principal = principal_for(oauth_request.client)
+def authenticate_tool_server(request, body=()) -> ToolServer | None:
+    """The tool server the request's client credentials authenticate (DOT's validator decides), or None.
+    ``body``: the form parameters that may carry them (``client_secret_post``, a client assertion)."""
+    principal = authenticate_request_client(request, body)
     return principal if isinstance(principal, ToolServer) else None
+
+
+def _form_pairs(request) -> list[tuple[str, str]]:
+    """The form body as oauthlib reads it (the last value of a repeated parameter, as DOT passes it)."""
+    return [(key, values[-1]) for key, values in request.POST.lists()]
 
 
 @csrf_exempt
@@ -43,7 +42,7 @@ def authenticate_tool_server(request) -> ToolServer | None:
 @never_cache
 @require_POST
 def introspect(request):
-    tool_server = authenticate_tool_server(request)
+    tool_server = authenticate_tool_server(request, _form_pairs(request))
     current = state.current()
     if tool_server is None:
         current.refuse(

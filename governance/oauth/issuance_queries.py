@@ -26,6 +26,7 @@ from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model, set_token_value
 
 from audit.services import append_call, check_appended
+from config.db import prepared_cursor
 from governance.models import Agent, Capability, Grant, TokenRecord, ToolServer, User
 
 
@@ -114,7 +115,7 @@ def load_client(client_id: str):
     Application = get_application_model()
     db = router.db_for_read(Application)
     sql, parts = _client_statement()
-    with connections[db].cursor() as cursor:
+    with prepared_cursor(connections[db]) as cursor:
         cursor.execute(sql, [client_id])
         row = cursor.fetchone()
     if row is None:
@@ -193,7 +194,7 @@ def covering_grants_on_audience(
     sql, parts = _grants_statement(len(keys), user is not None)
     params = [agent.pk, agent.pk, *([user.pk] if user is not None else [])]
     params += [connection.ops.adapt_datetimefield_value(now), *keys, audience, agent.organization_id]
-    with connection.cursor() as cursor:
+    with prepared_cursor(connection) as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     grants = []
@@ -283,31 +284,6 @@ def insert(obj: Model) -> None:
         obj.pk = cursor.fetchone()[0]
     obj._state.adding = False
     obj._state.db = db
-
-
-# ---- prepared statements for the direct path -------------------------------------------------------------
-def prepared_cursor(connection):
-    """A cursor whose statements PostgreSQL parses and plans once per connection (prepared statements).
-
-    Django binds parameters client-side and never prepares; planning the joins below on every request
-    cost PostgreSQL more than running them.  This cursor binds server-side, so PostgreSQL keeps each
-    statement's plan while the connection lives (``DATABASE_PREPARED_STATEMENTS``, on by default: see
-    ``config/env.py``).  Wrapped like any Django cursor (errors, query logging).  Elsewhere, or with
-    preparation off, a plain cursor.
-    """
-    if (
-        connection.vendor != "postgresql"
-        or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None
-    ):
-        return connection.cursor()
-    from django.db.backends.postgresql.base import ServerBindingCursor  # noqa: PLC0415 - PostgreSQL only
-
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        cursor = ServerBindingCursor(connection.connection)
-    if connection.queries_logged:
-        return connection.make_debug_cursor(cursor)
-    return connection.make_cursor(cursor)
 
 
 # ---- the direct client-credentials path: one read, one write --------------------------------------------

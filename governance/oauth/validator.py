@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from oauth2_provider.models import get_grant_model, get_refresh_token_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauth2_provider.settings import oauth2_settings
+from oauthlib.common import Request as OauthlibRequest
 
 from audit import services as audit
 from audit.actions import Action
@@ -308,4 +310,20 @@ class GatehouseValidator(OAuth2Validator):
         return False
 
 
-__all__ = ["GatehouseValidator"]
+def authenticate_request_client(request, body=()) -> Agent | ToolServer | None:
+    """The agent or tool server whose client credentials came with a Django request outside the token
+    endpoint (introspection, the decision API, the approvals API), authenticated exactly as the token
+    endpoint authenticates clients: the ``Authorization`` header, or the credentials in ``body`` (pairs
+    or a mapping).  Only the validator runs: no oauthlib server is built for a credential check."""
+    headers = {"HTTP_AUTHORIZATION": request.META.get("HTTP_AUTHORIZATION", "")}
+    if "HTTP_AUTHORIZATION" in request.META:
+        headers["Authorization"] = request.META["HTTP_AUTHORIZATION"]
+    if "CONTENT_TYPE" in request.META:
+        headers["Content-Type"] = request.META["CONTENT_TYPE"]
+    oauth_request = OauthlibRequest(request.build_absolute_uri(), request.method, body, headers)
+    if not oauth2_settings.OAUTH2_VALIDATOR_CLASS().authenticate_client(oauth_request):
+        return None
+    return principal_for(oauth_request.client)
+
+
+__all__ = ["GatehouseValidator", "authenticate_request_client"]
